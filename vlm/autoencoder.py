@@ -1,0 +1,87 @@
+"""The convolutional encoder and decoder around the hybrid tokenizer's latent.
+
+Deliberately small: the project trains them on a CPU, so full-resolution layers are thin
+and the capacity sits at the low resolutions where a convolution is cheap. Channel widths
+and block counts per resolution level are configuration (`TokenizerConfig`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels, eps=1e-6)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual block: norm, SiLU, conv, twice."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            _group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, hidden_BCHW: torch.Tensor) -> torch.Tensor:
+        return hidden_BCHW + self.block(hidden_BCHW)
+
+
+class Encoder(nn.Module):
+    """Pixels (B, 3, H, W) -> latent f (B, latent_channels, H / 2^L, W / 2^L).
+
+    `channels[i]` is the width at resolution level i (level 0 = full resolution); every
+    level after the first halves the resolution with a strided convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_channels: int,
+        channels: tuple[int, ...],
+        res_blocks: tuple[int, ...],
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1)]
+        for level, width in enumerate(channels):
+            if level > 0:
+                layers.append(nn.Conv2d(channels[level - 1], width, 4, stride=2, padding=1))
+            layers.extend(ResidualBlock(width) for _ in range(res_blocks[level]))
+        layers.extend([_group_norm(channels[-1]), nn.SiLU(), nn.Conv2d(channels[-1], latent_channels, 3, padding=1)])
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixels_BCHW)
+
+
+class Decoder(nn.Module):
+    """Latent (B, latent_channels, h, w) -> pixels (B, 3, h * 2^L, w * 2^L), the encoder mirrored."""
+
+    def __init__(
+        self,
+        out_channels: int,
+        latent_channels: int,
+        channels: tuple[int, ...],
+        res_blocks: tuple[int, ...],
+    ):
+        super().__init__()
+        widths = channels[::-1]
+        blocks = res_blocks[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(latent_channels, widths[0], 3, padding=1)]
+        for level, width in enumerate(widths):
+            if level > 0:
+                layers.extend(
+                    [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[level - 1], width, 3, padding=1)]
+                )
+            layers.extend(ResidualBlock(width) for _ in range(blocks[level]))
+        layers.extend([_group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], out_channels, 3, padding=1)])
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, latent_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.layers(latent_BCHW)

@@ -1,0 +1,237 @@
+"""The hybrid image tokenizer: pixels <-> multi-scale discrete codes + a continuous residual.
+
+`HybridTokenizer.encode` gives `HybridTokens`; `decode` turns them back into pixels, either
+from the discrete codes alone (what the decoder model predicts token by token) or with
+the residual added (what the residual diffusion head predicts). With the true residual,
+hybrid decoding is exactly the plain autoencoder: the residual holds all the codes lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlm.autoencoder import Decoder, Encoder
+from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
+from vlm.quantizer import MultiScaleQuantizer, QuantizerOutput
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+DEFAULT_TOKENIZER_PATH = Path(__file__).resolve().parent / "pretrained" / "tokenizer"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing files or does not match its own config."""
+
+
+@dataclass
+class TokenizerConfig:
+    """Every size of the tokenizer; saved as JSON beside the weights."""
+
+    image_size: int = 64
+    image_channels: int = 3
+    latent_channels: int = 32
+    # Width per resolution level, full resolution first; each further level halves the size.
+    encoder_channels: tuple[int, ...] = (32, 64, 128, 192)
+    res_blocks_per_level: tuple[int, ...] = (0, 1, 1, 2)
+    codebook_size: int = 4096
+    scales: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    num_phi_convs: int = 4
+    phi_residual_ratio: float = 0.5
+    commitment_weight: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.encoder_channels = tuple(self.encoder_channels)
+        self.res_blocks_per_level = tuple(self.res_blocks_per_level)
+        self.scales = tuple(self.scales)
+        if len(self.res_blocks_per_level) != len(self.encoder_channels):
+            raise ValueError(
+                f"res_blocks_per_level {self.res_blocks_per_level} needs one entry per level of "
+                f"encoder_channels {self.encoder_channels}"
+            )
+        if self.image_size % self.downsample_factor:
+            raise ValueError(f"image_size {self.image_size} is not divisible by {self.downsample_factor}")
+        if self.scales[-1] != self.latent_size:
+            raise ValueError(
+                f"the last scale must equal the latent size {self.latent_size} "
+                f"(image_size {self.image_size} / downsample {self.downsample_factor}), got scales {self.scales}"
+            )
+        if list(self.scales) != sorted(set(self.scales)):
+            raise ValueError(f"scales must grow strictly, got {self.scales}")
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.encoder_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.downsample_factor
+
+    @property
+    def tokens_per_image(self) -> int:
+        return sum(size * size for size in self.scales)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TokenizerConfig:
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown tokenizer config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class HybridTokens:
+    """An image as the decoder model sees it: codes per scale plus the continuous residual."""
+
+    codes: list[torch.Tensor]  # per scale, (B, s, s) int64
+    residual: torch.Tensor  # (B, latent_channels, h, w) float32
+
+    def __len__(self) -> int:
+        return self.residual.shape[0]
+
+    def __getitem__(self, index: int | slice) -> HybridTokens:
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return HybridTokens([codes[index] for codes in self.codes], self.residual[index])
+
+    def to(self, device: torch.device | str) -> HybridTokens:
+        return HybridTokens([codes.to(device) for codes in self.codes], self.residual.to(device))
+
+
+@dataclass
+class TokenizerOutput:
+    """A training pass: the reconstruction and what the losses need."""
+
+    reconstruction: torch.Tensor  # (B, 3, H, W) in roughly [-1, 1]
+    quantized: QuantizerOutput
+
+
+class HybridTokenizer(nn.Module):
+    """Encoder, multi-scale quantizer and decoder, with the HF-style loading contract."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(
+            config.image_channels, config.latent_channels, config.encoder_channels, config.res_blocks_per_level
+        )
+        self.quantizer = MultiScaleQuantizer(
+            config.codebook_size,
+            config.latent_channels,
+            config.scales,
+            config.num_phi_convs,
+            config.phi_residual_ratio,
+            config.commitment_weight,
+        )
+        self.decoder = Decoder(
+            config.image_channels, config.latent_channels, config.encoder_channels, config.res_blocks_per_level
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.codebook.weight.device
+
+    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """Any image inputs -> (B, 3, S, S) in [-1, 1] on this model's device."""
+        return images_to_tensor(images, self.config.image_size).to(self.device)
+
+    def forward(self, pixels_BCHW: torch.Tensor, use_residual: bool) -> TokenizerOutput:
+        """Training pass through one of the two paths: hybrid (plain autoencoder) or discrete-only."""
+        latent = self.encoder(pixels_BCHW)
+        quantized = self.quantizer(latent)
+        decoder_input = latent if use_residual else quantized.latent_discrete
+        return TokenizerOutput(self.decoder(decoder_input), quantized)
+
+    @torch.no_grad()
+    def encode(self, images: ImageInput | Sequence[ImageInput]) -> HybridTokens:
+        """Images (anything `load_image` reads; tensors in [0, 1]) -> tokens."""
+        return self.encode_pixels(self.preprocess(images))
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels_BCHW: torch.Tensor) -> HybridTokens:
+        """Model-space pixels (B, 3, S, S) in [-1, 1], as `preprocess` makes them -> tokens."""
+        quantized = self.quantizer(self.encoder(pixels_BCHW.to(self.device)))
+        return HybridTokens(quantized.codes, quantized.residual)
+
+    @torch.no_grad()
+    def decode_latent(self, latent_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent_BCHW.to(self.device)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def decode(self, tokens: HybridTokens, use_residual: bool = True) -> torch.Tensor:
+        """Tokens -> (B, 3, S, S) pixels in [-1, 1]; `use_residual=False` is discrete-only decoding."""
+        latent = self.quantizer.codes_to_latent([codes.to(self.device) for codes in tokens.codes])
+        if use_residual:
+            latent = latent + tokens.residual.to(self.device)
+        return self.decode_latent(latent)
+
+    def decode_to_images(self, tokens: HybridTokens, use_residual: bool = True) -> list[Image.Image]:
+        return tensor_to_pil(self.decode(tokens, use_residual))
+
+    def scale_inputs(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-scale inputs for the decoder model; see `MultiScaleQuantizer.scale_inputs`."""
+        return self.quantizer.scale_inputs([item.to(self.device) for item in codes])
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json + model.safetensors; writes to temporary names first so a crash never
+        leaves a half-written checkpoint over a good one."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        weights_tmp = directory / (WEIGHTS_NAME + ".tmp")
+        config_tmp = directory / (CONFIG_NAME + ".tmp")
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+        config_tmp.write_text(self.config.to_json())
+        weights_tmp.replace(directory / WEIGHTS_NAME)
+        config_tmp.replace(directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> HybridTokenizer:
+        """Load a folder written by `save_pretrained`; None loads the shipped default tokenizer."""
+        directory = Path(directory) if directory is not None else DEFAULT_TOKENIZER_PATH
+        config_path = directory / CONFIG_NAME
+        weights_path = directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"tokenizer checkpoint '{directory}' has no {path.name}")
+        try:
+            config = TokenizerConfig.from_dict(json.loads(config_path.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise CheckpointError(f"'{config_path}' is not a valid tokenizer config: {error}") from error
+        model = cls(config)
+        try:
+            state = load_file(str(weights_path))
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(f"'{weights_path}' is not a readable safetensors file: {error}") from error
+        expected = model.state_dict()
+        problems = [f"missing {name}" for name in expected if name not in state]
+        problems += [f"unexpected {name}" for name in state if name not in expected]
+        problems += [
+            f"{name}: checkpoint {tuple(state[name].shape)} vs config {tuple(tensor.shape)}"
+            for name, tensor in expected.items()
+            if name in state and state[name].shape != tensor.shape
+        ]
+        if problems:
+            raise CheckpointError(
+                f"'{weights_path}' does not match '{config_path}': " + "; ".join(problems[:5])
+                + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+            )
+        model.load_state_dict(state)
+        logger.info("loaded tokenizer from %s", directory)
+        return model.to(device).eval()
