@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(args.seed)
 
     if args.init is not None:
+        if args.config is not None or args.image_size is not None:
+            raise ValueError("--init brings its own config; drop --config and --image-size when fine-tuning")
         model = HybridTokenizer.from_pretrained(args.init)
         config = model.config
     else:
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.99),
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, args))
+    # Channels-last convolutions are ~20% faster on CPUs (oneDNN) and on tensor-core GPUs.
+    model = model.to(memory_format=torch.channels_last)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = TrainingState(code_counts=torch.zeros(config.codebook_size))
     accelerator.register_for_checkpointing(state)
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = tqdm(total=args.steps, initial=state.step, desc="tokenizer", disable=not accelerator.is_main_process)
     restarted = 0
     while state.step < args.steps:
-        pixels = next(loader)["pixels"].to(accelerator.device)
+        pixels = next(loader)["pixels"].to(accelerator.device).contiguous(memory_format=torch.channels_last)
         # Seeded by the step, so a resumed run makes the same choices as an uninterrupted one.
         step_generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step)
         use_residual = bool(torch.rand((), generator=step_generator) >= args.discrete_path_probability)

@@ -1,0 +1,36 @@
+"""The shipped default tokenizer (vlm/pretrained/tokenizer), on real held-out OpenMoji.
+
+These load the real default weights (18 MB) and render the held-out emoji: a few seconds,
+the only tests in this file. They guard what the README promises, not a tiny config.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import reconstruct, tokenizer
+from vlm.tokenizer import HybridTokenizer
+
+JSON_KEYS = {"psnr_discrete", "psnr_hybrid", "ssim_discrete", "ssim_hybrid", "codebook_usage",
+             "encode_images_per_s", "decode_images_per_s"}
+
+
+def test_benchmark_writes_every_key_and_the_shipped_tokenizer_meets_its_bar(tmp_path, capsys):
+    output = tmp_path / "tokenizer.json"
+    tokenizer.main(["--json", str(output), "--limit", "96", "--repeats", "1"])
+    results = json.loads(output.read_text())
+    assert JSON_KEYS <= set(results)
+    assert "| PSNR hybrid (dB) |" in capsys.readouterr().out
+    # The issue's bar is measured on all 377 held-out images; a 96-image subset sits close to it.
+    assert results["psnr_hybrid"] >= 29.0
+    assert results["psnr_hybrid"] - results["psnr_discrete"] >= 4.0
+    assert 0.0 < results["ssim_discrete"] < results["ssim_hybrid"] <= 1.0
+    assert results["encode_images_per_s"] > 0 and results["decode_images_per_s"] > 0
+
+
+def test_default_loads_without_a_path_and_reconstructs(tmp_path):
+    model = HybridTokenizer.from_pretrained()
+    assert model.config.scales == (1, 2, 3, 4, 6, 8) and model.config.codebook_size == 4096
+    grid = tmp_path / "grid.png"
+    reconstruct.main(["--count", "4", "--out", str(grid)])
+    assert grid.stat().st_size > 1000
