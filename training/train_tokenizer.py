@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=500, help="linear warm-up steps before cosine decay")
     parser.add_argument("--min-learning-rate-ratio", type=float, default=0.1,
                         help="the cosine decay ends at this fraction of the peak learning rate")
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="decay of the exponential moving average of the weights; the saved tokenizer and the "
+                             "held-out scores use the average, which is steadier than the last step's weights")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     parser.add_argument("--discrete-path-probability", type=float, default=0.5,
                         help="chance that a batch is decoded from the discrete codes only (HART uses 0.5)")
@@ -161,6 +165,18 @@ def restart_dead_codes(accelerator: Accelerator, model: HybridTokenizer, state: 
     return int(dead.numel())
 
 
+def ema_with_warmup(decay: float):
+    """EMA whose decay ramps up from 0.1 (`(1 + n) / (10 + n)` after n updates) to `decay`,
+    so short fine-tuning runs are not dominated by the starting weights."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        updates = float(num_averaged)
+        effective = min(decay, (1 + updates) / (10 + updates))
+        return averaged * effective + current * (1 - effective)
+
+    return average
+
+
 def code_statistics(counts: torch.Tensor) -> tuple[float, float]:
     """(share of codes used, perplexity of the code distribution) over a window of steps."""
     total = counts.sum()
@@ -213,7 +229,10 @@ def main(argv: list[str] | None = None) -> None:
     model = model.to(memory_format=torch.channels_last)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = TrainingState(code_counts=torch.zeros(config.codebook_size))
+    unwrapped: HybridTokenizer = accelerator.unwrap_model(model)
+    average = AveragedModel(unwrapped, avg_fn=ema_with_warmup(args.ema_decay), use_buffers=True)
     accelerator.register_for_checkpointing(state)
+    accelerator.register_for_checkpointing(average)
 
     checkpoint_dir = args.output_dir / "checkpoint"
     if checkpoint_dir.is_dir():
@@ -226,7 +245,6 @@ def main(argv: list[str] | None = None) -> None:
     sampler = ResumableBatchSampler(len(train_set), args.batch_size, args.seed, state.step,
                                     accelerator.process_index, accelerator.num_processes)
     loader = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers))
-    unwrapped: HybridTokenizer = accelerator.unwrap_model(model)
     log_path = args.output_dir / "log.csv"
     if accelerator.is_main_process:
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        average.update_parameters(unwrapped)
         for codes in output.quantized.codes:
             state.code_counts += torch.bincount(codes.flatten().cpu(), minlength=config.codebook_size).float()
         state.step += 1
@@ -273,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dead_code_restart_every and state.step % args.dead_code_restart_every == 0:
             state.code_counts.zero_()
         if heldout_set is not None and (state.step % args.eval_every == 0 or state.step == args.steps):
-            scores = evaluate_heldout(unwrapped, heldout_set, 64)
+            scores = evaluate_heldout(average.module, heldout_set, 64)
             logger.info("step %d held-out PSNR discrete %.2f dB, hybrid %.2f dB",
                         state.step, scores["psnr_discrete"], scores["psnr_hybrid"])
             if row is not None:
@@ -289,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             accelerator.wait_for_everyone()
             accelerator.save_state(str(checkpoint_dir))
             if accelerator.is_main_process:
-                unwrapped.save_pretrained(args.output_dir / "tokenizer")
+                average.module.save_pretrained(args.output_dir / "tokenizer")
     progress.close()
     logger.info("done: %d steps; tokenizer saved to %s", state.step, args.output_dir / "tokenizer")
 
