@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from vlm.cache import cache_dir as vlm_cache_dir
 from vlm.image_io import ImageLoadError, load_image, pil_to_tensor, resize_and_center_crop
 
 logger = logging.getLogger(__name__)
@@ -30,11 +30,6 @@ SKIN_TONE_CODEPOINTS = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
 VARIATION_SELECTOR = "FE0F"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "heldout", "all")
-
-
-def default_cache_dir() -> Path:
-    """Where rendered images are kept: $HYBRID_VLM_CACHE, else ~/.cache/hybrid-vlm."""
-    return Path(os.environ.get("HYBRID_VLM_CACHE", Path.home() / ".cache" / "hybrid-vlm"))
 
 
 @dataclass(frozen=True)
@@ -125,7 +120,7 @@ class OpenMojiDataset(Dataset):
             entries = [entry for entry in entries if is_heldout(entry, heldout_percent) == keep_heldout]
         self.entries = entries
         self.image_size = image_size
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = Path(cache_dir) if cache_dir is not None else vlm_cache_dir()
         self.render_dir = cache / "openmoji" / f"{image_size}px"
         self.images_NHWC = self._load_or_render()
 

