@@ -32,3 +32,18 @@ def tiny_tokenizer() -> HybridTokenizer:
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Rendered data goes to a per-session temporary cache, never the user's home."""
     monkeypatch.setenv("HYBRID_VLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def default_backbone_dir(tmp_path_factory):
+    """The real default backbone, converted once per test session (about a minute) into a temporary cache."""
+    from vlm.backbone import DEFAULT_BACKBONE, convert_default_backbone
+
+    return convert_default_backbone(tmp_path_factory.getbasetemp() / "cache" / "backbones" / DEFAULT_BACKBONE)
+
+
+@pytest.fixture(scope="session")
+def default_text_tokenizer(default_backbone_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_backbone_dir)

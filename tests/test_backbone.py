@@ -47,9 +47,9 @@ def test_missing_wheel_error_names_the_install_command(monkeypatch):
         backbone.smollm2_gguf_path()
 
 
-def test_default_backbone_converts_once_and_answers(tmp_path):
+def test_default_backbone_converts_once_and_answers(default_backbone_dir):
     """Uses the real default (SmolLM2-135M-Instruct from the wheel): ~1 minute to convert the GGUF."""
-    target = backbone.convert_default_backbone(tmp_path / "smollm2")
+    target = default_backbone_dir
     assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
     assert backbone.convert_default_backbone(target) == target  # already converted: nothing to do
     model, tokenizer = load_backbone(target)

@@ -1,0 +1,144 @@
+"""The processor: chat template with image parts, image layout, block-causal mask, labels.
+
+Uses the real default backbone's text tokenizer (converted once per test session).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from PIL import Image
+
+from vlm.image_io import ImageLoadError
+from vlm.processor import (
+    IGNORE_INDEX,
+    TEXT_LEVEL,
+    ConversationError,
+    VLMProcessor,
+    block_causal_mask,
+)
+
+SCALES = (1, 2, 3, 4, 6, 8)
+GENERATED_LENGTH = sum(size * size for size in SCALES) + 64
+RED, BLUE = Image.new("RGB", (10, 10), "red"), Image.new("RGB", (20, 12), "blue")
+
+
+@pytest.fixture
+def processor(default_text_tokenizer):
+    return VLMProcessor(copy.deepcopy(default_text_tokenizer), SCALES, 64)
+
+
+def image_chat():
+    return [
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": "image", "image": RED}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A red square. A blue one:"},
+                                          {"type": "image", "image": BLUE}, {"type": "text", "text": "Done."}]},
+    ]
+
+
+def test_user_images_are_final_blocks_and_assistant_images_have_every_scale(processor):
+    batch = processor(image_chat())
+    user, drawn = batch.images
+    assert not user.generated and drawn.generated
+    assert batch.pixels.shape == (2, 3, 64, 64)
+    levels = batch.levels[0]
+    assert levels[user.start:user.start + 64].tolist() == [len(SCALES)] * 64
+    assert levels[user.start - 1] == TEXT_LEVEL and levels[user.start + 64] == TEXT_LEVEL
+    expected = [level for level, size in enumerate(SCALES) for _ in range(size * size)] + [len(SCALES)] * 64
+    assert levels[drawn.start:drawn.start + GENERATED_LENGTH].tolist() == expected
+    ids = batch.input_ids[0]
+    assert ids[user.start - 1] == processor.image_start_id and ids[user.start + 64] == processor.image_end_id
+    assert (ids[drawn.start:drawn.start + GENERATED_LENGTH] == processor.image_token_id).all()
+    # Grid centres share the final grid's frame: scale 1's single cell sits in the middle.
+    assert batch.grid_positions[0, drawn.start].tolist() == [0.5, 0.5]
+    assert batch.grid_positions[0, drawn.start + 1].tolist() == [0.25, 0.25]
+
+
+def test_labels_cover_assistant_text_only(processor):
+    batch = processor(image_chat())
+    labels = batch.text_labels[0]
+    text = processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
+    assert text == "A red square. A blue one:<|image_start|>Done.<|im_end|>\n"
+    drawn = batch.images[1]
+    assert (labels[drawn.start:drawn.start + GENERATED_LENGTH + 1] == IGNORE_INDEX).all()  # blocks and image_end
+
+
+def test_a_scale_block_sees_its_own_block_and_nothing_later(processor):
+    batch = processor(image_chat())
+    allowed = batch.attention_mask()[0, 0] == 0
+    start = batch.images[1].start
+    offsets = [0]
+    for size in SCALES:
+        offsets.append(offsets[-1] + size * size)
+    offsets.append(offsets[-1] + 64)
+    for level in range(len(SCALES) + 1):
+        block = range(start + offsets[level], start + offsets[level + 1])
+        for query in (block[0], block[-1]):
+            assert allowed[query, :start].all()  # everything before the image
+            assert allowed[query, block[0]:block[-1] + 1].all()  # all of its own block
+            assert not allowed[query, block[-1] + 1:].any()  # nothing later
+
+
+def test_text_after_an_image_sees_its_final_block(processor):
+    batch = processor(image_chat())
+    allowed = batch.attention_mask()[0, 0] == 0
+    drawn = batch.images[1]
+    image_end = drawn.start + GENERATED_LENGTH
+    final_block = range(image_end - 64, image_end)
+    assert allowed[image_end, final_block[0]:final_block[-1] + 1].all()
+    assert allowed[image_end + 1, :image_end + 2].all() and not allowed[image_end + 1, image_end + 2:].any()
+    # Causal text: a text token sees itself and the past only.
+    assert allowed[3, :4].all() and not allowed[3, 4:].any()
+
+
+def test_incremental_mask_for_new_positions_matches_the_full_mask(processor):
+    batch = processor(image_chat())
+    full = batch.attention_mask()
+    start = batch.images[1].start + 1  # the scale-2 block: 4 new positions over a cache of `start`
+    new = slice(start, start + 4)
+    incremental = block_causal_mask(batch.block_ids[:, new], batch.block_ids[:, :start + 4],
+                                    batch.padding_mask[:, :start + 4])
+    assert torch.equal(incremental, full[:, :, new, :start + 4])
+
+
+def test_batches_are_right_padded_and_pads_are_never_attended(processor):
+    short = [{"role": "user", "content": "hi"}]
+    batch = processor([image_chat(), short])
+    assert batch.padding_mask[1].sum() < batch.padding_mask[0].sum() == batch.input_ids.shape[1]
+    allowed = batch.attention_mask()[1, 0] == 0
+    real = int(batch.padding_mask[1].sum())
+    assert not allowed[:real, real:].any()
+    assert [layout.sequence_index for layout in batch.images] == [0, 0]
+
+
+def test_generation_prompt_is_appended_without_labels(processor):
+    batch = processor([{"role": "user", "content": "Draw a cat"}], add_generation_prompt=True)
+    ids = batch.input_ids[0].tolist()
+    assert processor.tokenizer.decode(ids).endswith("<|im_start|>user\nDraw a cat<|im_end|>\n<|im_start|>assistant\n")
+    assert (batch.text_labels == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize(
+    "conversation, message",
+    [
+        ([{"role": "robot", "content": "hi"}], "message 0 has role 'robot'"),
+        ([{"role": "user", "content": []}], "message 0 \\(user\\) has no content parts"),
+        ([{"role": "user", "content": [{"type": "video"}]}], "type must be 'text' or 'image'"),
+        ([{"role": "user", "content": [{"type": "image"}]}], "needs 'image' or 'path'"),
+        ([{"role": "user", "content": "a <|image|> b"}], "text may not contain"),
+        ([{"content": "hi"}], "must be a dict with 'role' and 'content'"),
+        ([[]], "conversation 0 is empty"),
+    ],
+)
+def test_malformed_conversations_name_the_problem(processor, conversation, message):
+    with pytest.raises(ConversationError, match=message):
+        processor(conversation)
+
+
+def test_a_corrupt_image_file_is_named(processor, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not a png")
+    with pytest.raises(ImageLoadError, match="broken.png"):
+        processor([{"role": "user", "content": [{"type": "image", "path": str(bad)}]}])

@@ -1,0 +1,258 @@
+"""Conversations -> decoder inputs: token ids, image layout, block-causal masks and text labels.
+
+A conversation is a list of messages `{"role": ..., "content": [parts]}` with parts
+`{"type": "text", "text": ...}` and `{"type": "image", "image": <PIL/array/tensor>}` or
+`{"type": "image", "path": ...}` (a plain string content is one text part). The backbone's
+own chat template renders the text; each image becomes
+
+    <|image_start|> [scale 1] [scale 2] ... [scale K] [final block] <|image_end|>
+
+for images the assistant draws (their codes are trained), and
+
+    <|image_start|> [final block] <|image_end|>
+
+for images the user shows. Attention is causal for text and block-causal inside images:
+a position sees every earlier position and every position of its own block. Codes and
+residual targets are not made here: the model encodes the images with its tokenizer and
+fills them in at the scale-block positions this layout names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from vlm.image_io import images_to_tensor
+
+IMAGE_START = "<|image_start|>"
+IMAGE_END = "<|image_end|>"
+IMAGE_SLOT = "<|image|>"
+SPECIAL_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_SLOT)
+IGNORE_INDEX = -100
+TEXT_LEVEL = -1  # `levels` value of text positions; scale k has level k, the final block level K
+ROLES = ("system", "user", "assistant")
+
+
+class ConversationError(ValueError):
+    """A conversation is malformed; the message names the message and part."""
+
+
+@dataclass
+class ImageLayout:
+    """Where one image sits in the batch."""
+
+    sequence_index: int  # row of the batch
+    start: int  # first position of its first block (just after <|image_start|>)
+    generated: bool  # an assistant image: scale blocks, then the final block
+    image_index: int  # index into ProcessedBatch.pixels
+
+
+@dataclass
+class ProcessedBatch:
+    """Decoder inputs for a batch of conversations (right-padded)."""
+
+    input_ids: torch.Tensor  # (B, L) int64; image positions hold the <|image|> id
+    padding_mask: torch.Tensor  # (B, L) bool, True for real positions
+    position_ids: torch.Tensor  # (B, L) int64
+    block_ids: torch.Tensor  # (B, L) int64, non-decreasing: one id per text token or image block
+    levels: torch.Tensor  # (B, L) int64: TEXT_LEVEL, scale index, or K for final blocks
+    grid_positions: torch.Tensor  # (B, L, 2) float: (row, column) centres in [0, 1] of the final grid
+    text_labels: torch.Tensor  # (B, L) int64: assistant text ids, IGNORE_INDEX elsewhere (HF: unshifted)
+    pixels: torch.Tensor  # (N, 3, S, S) in [-1, 1], every image of the batch in order
+    images: list[ImageLayout] = field(default_factory=list)
+
+    def attention_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The (B, 1, L, L) additive block-causal mask over the whole batch."""
+        return block_causal_mask(self.block_ids, self.block_ids, self.padding_mask, dtype)
+
+
+def block_causal_mask(query_blocks: torch.Tensor, key_blocks: torch.Tensor, key_padding: torch.Tensor,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask (B, 1, Q, K): a query sees a key iff the key's block is not later than its own.
+
+    Block ids never decrease along a sequence, so this is "every earlier position and every
+    position of my own block". Works for a full forward (queries = keys) and for incremental
+    decoding (queries = the new positions, keys = cache + new positions). A padded query
+    row would see nothing and give NaNs; it is allowed to see the keys its block permits,
+    padding included, and its outputs are never used.
+    """
+    allowed = key_blocks[:, None, :] <= query_blocks[:, :, None]  # (B, Q, K)
+    real_query = torch.ones_like(query_blocks, dtype=torch.bool)
+    if key_padding.shape[1] == query_blocks.shape[1]:
+        real_query = key_padding
+    allowed = allowed & (key_padding[:, None, :] | ~real_query[:, :, None])
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def image_block_layout(scales: Sequence[int], generated: bool) -> tuple[list[int], list[tuple[float, float]]]:
+    """Levels and (row, column) grid centres of an image's positions, block after block."""
+    levels, centres = [], []
+    blocks = list(enumerate(scales)) if generated else []
+    blocks.append((len(scales), scales[-1]))  # the final block, at the last scale's grid
+    for level, size in blocks:
+        for row in range(size):
+            for column in range(size):
+                levels.append(level)
+                centres.append(((row + 0.5) / size, (column + 0.5) / size))
+    return levels, centres
+
+
+def _normalise_message(message: object, index: int) -> tuple[str, list[dict]]:
+    if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        raise ConversationError(f"message {index} must be a dict with 'role' and 'content', got {message!r:.80}")
+    role = message["role"]
+    if role not in ROLES:
+        raise ConversationError(f"message {index} has role {role!r}; expected one of {ROLES}")
+    content = message["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        raise ConversationError(f"message {index} ({role}) has no content parts")
+    for part_index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise ConversationError(f"message {index} part {part_index}: a text part needs a 'text' string")
+            if any(token in part["text"] for token in SPECIAL_TOKENS):
+                raise ConversationError(f"message {index} part {part_index}: text may not contain {SPECIAL_TOKENS}")
+        elif kind == "image":
+            if part.get("image") is None and part.get("path") is None:
+                raise ConversationError(f"message {index} part {part_index}: an image part needs 'image' or 'path'")
+        else:
+            raise ConversationError(f"message {index} part {part_index}: type must be 'text' or 'image', got {kind!r}")
+    return role, content
+
+
+class VLMProcessor:
+    """The text tokenizer plus image special tokens, the chat template with image parts, and masks."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, scales: Sequence[int], image_size: int):
+        self.tokenizer = tokenizer
+        self.scales = tuple(scales)
+        self.image_size = image_size
+        missing = [token for token in SPECIAL_TOKENS if token not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        self.image_start_id, self.image_end_id, self.image_token_id = (
+            tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS
+        )
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.chat_template is None:
+            raise ConversationError("the backbone's tokenizer has no chat template; use an instruct/chat model")
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        if not messages:
+            return ""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _pieces(self, conversation: list, add_generation_prompt: bool) -> tuple[list[tuple[str, bool]], list, list]:
+        """The rendered text as (text, is_assistant_reply) pieces, plus images and who made them."""
+        plain, images, generated = [], [], []
+        for index, message in enumerate(conversation):
+            role, content = _normalise_message(message, index)
+            text = ""
+            for part in content:
+                if part["type"] == "text":
+                    text += part["text"]
+                else:
+                    text += IMAGE_START + IMAGE_SLOT + IMAGE_END
+                    images.append(part["image"] if part.get("image") is not None else part["path"])
+                    generated.append(role == "assistant")
+            plain.append({"role": role, "content": text})
+        pieces = []
+        for index, message in enumerate(plain):
+            previous = self._render(plain[:index], add_generation_prompt=False)
+            full = self._render(plain[: index + 1], add_generation_prompt=False)
+            # Assistant turns: the template's reply header is prompt, the rest is the reply (labelled).
+            header = self._render(plain[:index], add_generation_prompt=True) if message["role"] == "assistant" \
+                else previous
+            if not (header.startswith(previous) and full.startswith(header)):
+                raise ConversationError("the backbone's chat template does not render conversations prefix by prefix")
+            pieces.append((header[len(previous):], False))
+            pieces.append((full[len(header):], message["role"] == "assistant"))
+        if add_generation_prompt:
+            full = self._render(plain, add_generation_prompt=False)
+            pieces.append((self._render(plain, add_generation_prompt=True)[len(full):], False))
+        return pieces, images, generated
+
+    def __call__(self, conversations: list | Sequence[list], add_generation_prompt: bool = False) -> ProcessedBatch:
+        """One conversation or a batch of them -> ProcessedBatch."""
+        if conversations and isinstance(conversations[0], dict):
+            conversations = [conversations]
+        if not conversations:
+            raise ConversationError("no conversations were given")
+        rows, all_images, layouts = [], [], []
+        for sequence_index, conversation in enumerate(conversations):
+            if not isinstance(conversation, list) or not conversation:
+                raise ConversationError(f"conversation {sequence_index} is empty or not a list of messages")
+            pieces, images, generated = self._pieces(conversation, add_generation_prompt)
+            row = {"ids": [], "labels": [], "blocks": [], "levels": [], "grid": []}
+            image_iter = iter(zip(images, generated))
+            for text, is_reply in pieces:
+                for chunk_index, chunk in enumerate(text.split(IMAGE_SLOT)):
+                    if chunk_index > 0:
+                        source, is_generated = next(image_iter)
+                        layouts.append(ImageLayout(sequence_index, len(row["ids"]), is_generated,
+                                                   len(all_images)))
+                        all_images.append(source)
+                        self._append_image(row, is_generated)
+                    ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"] if chunk else []
+                    labels = [IGNORE_INDEX] * len(ids)
+                    if is_reply:
+                        # <|image_end|> is appended by the generation loop, not predicted.
+                        labels = [token if token != self.image_end_id else IGNORE_INDEX for token in ids]
+                    self._append_text(row, ids, labels)
+            rows.append(row)
+        pixels = (images_to_tensor(all_images, self.image_size) if all_images
+                  else torch.zeros(0, 3, self.image_size, self.image_size))
+        return self._collate(rows, pixels, layouts)
+
+    def _append_text(self, row: dict, ids: list[int], labels: list[int]) -> None:
+        next_block = row["blocks"][-1] + 1 if row["blocks"] else 0
+        row["ids"] += ids
+        row["labels"] += labels
+        row["blocks"] += list(range(next_block, next_block + len(ids)))
+        row["levels"] += [TEXT_LEVEL] * len(ids)
+        row["grid"] += [(0.0, 0.0)] * len(ids)
+
+    def _append_image(self, row: dict, generated: bool) -> None:
+        levels, centres = image_block_layout(self.scales, generated)
+        first_block = row["blocks"][-1] + 1 if row["blocks"] else 0
+        level_to_block = {level: first_block + order for order, level in enumerate(dict.fromkeys(levels))}
+        row["ids"] += [self.image_token_id] * len(levels)
+        row["labels"] += [IGNORE_INDEX] * len(levels)
+        row["blocks"] += [level_to_block[level] for level in levels]
+        row["levels"] += levels
+        row["grid"] += centres
+
+    def _collate(self, rows: list[dict], pixels: torch.Tensor, layouts: list[ImageLayout]) -> ProcessedBatch:
+        length = max(len(row["ids"]) for row in rows)
+        batch = len(rows)
+        input_ids = torch.full((batch, length), self.tokenizer.pad_token_id, dtype=torch.long)
+        padding_mask = torch.zeros(batch, length, dtype=torch.bool)
+        block_ids = torch.zeros(batch, length, dtype=torch.long)
+        levels = torch.full((batch, length), TEXT_LEVEL, dtype=torch.long)
+        grid = torch.zeros(batch, length, 2)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        for index, row in enumerate(rows):
+            size = len(row["ids"])
+            input_ids[index, :size] = torch.tensor(row["ids"], dtype=torch.long)
+            padding_mask[index, :size] = True
+            labels[index, :size] = torch.tensor(row["labels"], dtype=torch.long)
+            levels[index, :size] = torch.tensor(row["levels"], dtype=torch.long)
+            grid[index, :size] = torch.tensor(row["grid"])
+            blocks = torch.tensor(row["blocks"], dtype=torch.long)
+            # Padding continues the block count, so padded positions are "later" than every real one.
+            block_ids[index] = torch.cat([blocks, blocks[-1] + 1 + torch.arange(length - size)]) if size else 0
+        position_ids = torch.arange(length).expand(batch, length).clone()
+        return ProcessedBatch(input_ids, padding_mask, position_ids, block_ids, levels, grid, labels, pixels,
+                              layouts)
