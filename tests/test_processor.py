@@ -142,3 +142,33 @@ def test_a_corrupt_image_file_is_named(processor, tmp_path):
     bad.write_text("not a png")
     with pytest.raises(ImageLoadError, match="broken.png"):
         processor([{"role": "user", "content": [{"type": "image", "path": str(bad)}]}])
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_hf_backbone_honours_the_block_mask_with_and_without_a_cache(attention):
+    """The mechanism the unified decoder relies on: HF Llama takes our 4-D mask as given,
+    and appending blocks to a DynamicCache gives the full forward's logits."""
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_implementation=attention)
+    model = LlamaForCausalLM(config).eval()
+    blocks = torch.tensor([[0, 1, 2, 3, 3, 3, 3, 4, 4, 5, 6, 7]])  # text, a 4-block, a 2-block, text
+    padding = torch.ones_like(blocks, dtype=torch.bool)
+    embeddings = torch.randn(1, 12, 32)
+    positions = torch.arange(12)[None]
+    with torch.no_grad():
+        full = model(inputs_embeds=embeddings, attention_mask=block_causal_mask(blocks, blocks, padding),
+                     position_ids=positions).logits
+        causal = model(inputs_embeds=embeddings, position_ids=positions).logits
+        cache, pieces = DynamicCache(), []
+        for start, end in [(0, 3), (3, 7), (7, 9), (9, 12)]:
+            mask = block_causal_mask(blocks[:, start:end], blocks[:, :end], padding[:, :end])
+            output = model(inputs_embeds=embeddings[:, start:end], attention_mask=mask,
+                           position_ids=positions[:, start:end], past_key_values=cache, use_cache=True)
+            cache = output.past_key_values
+            pieces.append(output.logits)
+    assert (torch.cat(pieces, 1) - full).abs().max() < 1e-5
+    assert (causal - full).abs().max() > 1e-4  # the block mask really changed something
+    assert torch.allclose(causal[:, :3], full[:, :3], atol=1e-6)  # ...and not the text before the block
