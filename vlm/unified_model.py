@@ -1,0 +1,271 @@
+"""UnifiedVLM: one HF causal-LM backbone that reads and writes text and hybrid image tokens.
+
+Text positions use the backbone's own embeddings and LM head. Image positions take their
+inputs from `ImageEmbedder` and their outputs through two heads: `image_head` (codebook
+logits for the scale a position belongs to) and the residual diffusion head (the
+continuous residual at last-scale positions, conditioned on the hidden state plus the
+chosen code). The image tokenizer is frozen; it turns pixels into the codes, teacher-
+forcing inputs and residuals used here, with the same bookkeeping as at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlm.backbone import DEFAULT_BACKBONE, load_backbone
+from vlm.image_embedding import ImageEmbedder
+from vlm.processor import IGNORE_INDEX, ProcessedBatch, VLMProcessor
+from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
+from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "vlm_config.json"
+LAYERS_NAME = "image_layers.safetensors"
+ADAPTER_NAME = "adapter.safetensors"
+BACKBONE_WEIGHTS_NAME = "backbone.safetensors"
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class UnifiedVLMConfig:
+    """Everything needed to rebuild the model around a stock backbone; saved as JSON."""
+
+    backbone: str = DEFAULT_BACKBONE  # the default's name, or a local HF folder
+    finetune: str = "lora"  # "lora": adapters + new token rows; "full": every backbone weight
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: tuple[str, ...] = LORA_TARGETS
+    num_position_frequencies: int = 8
+    condition_dropout: float = 0.1
+    image_loss_weight: float = 1.0
+    residual_loss_weight: float = 1.0
+    residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.residual_head, dict):
+            self.residual_head = ResidualHeadConfig(**self.residual_head)
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        if self.finetune not in ("lora", "full"):
+            raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+
+
+@dataclass
+class UnifiedOutput:
+    """Logits and losses of one forward pass."""
+
+    text_logits: torch.Tensor  # (B, L, vocab)
+    image_logits: torch.Tensor  # (N_scale_positions, codebook), scale-block positions in batch order
+    hidden_states: torch.Tensor  # (B, L, hidden), the backbone's last layer
+    losses: dict[str, torch.Tensor]  # "text", "image", "residual", "total" (where present)
+    past_key_values: object = None
+
+
+class UnifiedVLM(nn.Module):
+    """Backbone + image input layers + image head + residual head."""
+
+    def __init__(self, config: UnifiedVLMConfig, backbone: nn.Module, processor: VLMProcessor,
+                 image_tokenizer: HybridTokenizer):
+        super().__init__()
+        self.config = config
+        self.processor = processor
+        self.image_tokenizer = image_tokenizer.eval().requires_grad_(False)
+        self.base_vocab_size = backbone.get_input_embeddings().num_embeddings
+        if len(processor) > self.base_vocab_size:
+            backbone.resize_token_embeddings(len(processor), mean_resizing=False)
+        hidden = backbone.config.hidden_size
+        tokenizer_config = image_tokenizer.config
+        if config.residual_head.latent_channels != tokenizer_config.latent_channels or \
+                config.residual_head.condition_channels != hidden:
+            raise ValueError(
+                f"residual head sizes ({config.residual_head.latent_channels}, "
+                f"{config.residual_head.condition_channels}) must match the tokenizer's latent channels "
+                f"{tokenizer_config.latent_channels} and the backbone's hidden size {hidden}"
+            )
+        if config.finetune == "lora":
+            new_rows = list(range(self.base_vocab_size, len(processor)))
+            lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                              target_modules=list(config.lora_target_modules),
+                              trainable_token_indices={"embed_tokens": new_rows} if new_rows else None)
+            backbone = get_peft_model(backbone, lora)
+        self.backbone = backbone
+        self.image_embedder = ImageEmbedder(tokenizer_config.latent_channels, hidden,
+                                            len(tokenizer_config.scales) + 1, config.num_position_frequencies)
+        self.image_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, tokenizer_config.codebook_size))
+        self.residual_head = ResidualDiffusionHead(config.residual_head)
+
+    @classmethod
+    def from_backbone(cls, config: UnifiedVLMConfig | None = None, image_tokenizer: str | Path | None = None,
+                      dtype: torch.dtype = torch.float32) -> UnifiedVLM:
+        """A new model around a stock backbone: image layers untrained, adapters at zero."""
+        config = config or UnifiedVLMConfig()
+        backbone, text_tokenizer = load_backbone(config.backbone, dtype)
+        tokenizer = HybridTokenizer.from_pretrained(image_tokenizer)
+        processor = VLMProcessor(text_tokenizer, tokenizer.config.scales, tokenizer.config.image_size)
+        if config.residual_head.condition_channels != backbone.config.hidden_size:
+            config.residual_head.condition_channels = backbone.config.hidden_size
+        return cls(config, backbone, processor, tokenizer)
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The HF causal LM itself (under the LoRA wrapper when there is one)."""
+        return self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_head[1].weight.device
+
+    def image_inputs(self, batch: ProcessedBatch, tokens: HybridTokens) -> list[torch.Tensor]:
+        """Per image in the batch, the (positions, hidden) inputs of its blocks."""
+        quantizer = self.image_tokenizer.quantizer
+        inputs = []
+        for layout in batch.images:
+            image_tokens = tokens[layout.image_index]
+            discrete = quantizer.codes_to_latent(image_tokens.codes)
+            final = discrete + image_tokens.residual
+            latents = []
+            if layout.generated:
+                latents += [scale_input.flatten(2).transpose(1, 2)[0]
+                            for scale_input in quantizer.scale_inputs(image_tokens.codes)]
+            latents.append(final.flatten(2).transpose(1, 2)[0])  # (h * w, C), row-major
+            content = self.image_embedder.content(torch.cat(latents))
+            if layout.generated:
+                content = torch.cat([self.image_embedder.start[None], content])
+            span = slice(layout.start, layout.start + content.shape[0])
+            placed = self.image_embedder.place(batch.levels[layout.sequence_index, span].to(self.device),
+                                               batch.grid_positions[layout.sequence_index, span].to(self.device))
+            inputs.append(content + placed)
+        return inputs
+
+    def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
+                generator: torch.Generator | None = None) -> UnifiedOutput:
+        """Teacher-forced pass over whole conversations, with the three losses where labels exist."""
+        if tokens is None:
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
+        input_ids = batch.input_ids.to(self.device)
+        embeddings = self.language_model.get_input_embeddings()(input_ids)
+        if tokens is not None:
+            embeddings = embeddings.clone()
+            for layout, image_input in zip(batch.images, self.image_inputs(batch, tokens)):
+                embeddings[layout.sequence_index, layout.start:layout.start + image_input.shape[0]] = \
+                    image_input.to(embeddings.dtype)
+        mask = batch.attention_mask(embeddings.dtype)
+        if self.training and self.config.condition_dropout > 0:
+            mask = self._drop_conditions(batch, mask, generator)
+        output = self.backbone(inputs_embeds=embeddings, attention_mask=mask.to(self.device),
+                               position_ids=batch.position_ids.to(self.device), output_hidden_states=True)
+        hidden = output.hidden_states[-1]
+        losses = self._losses(batch, tokens, output.logits, hidden, generator)
+        image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0]) if tokens is not None else \
+            hidden.new_zeros(0, self.image_head[1].out_features)
+        return UnifiedOutput(output.logits, image_logits, hidden, losses)
+
+    def _drop_conditions(self, batch: ProcessedBatch, mask: torch.Tensor,
+                         generator: torch.Generator | None) -> torch.Tensor:
+        """Classifier-free guidance training: some drawn images see nothing before their
+        <|image_start|>, exactly what the unconditional branch sees at inference."""
+        mask = mask.clone()
+        minimum = torch.finfo(mask.dtype).min
+        for layout in batch.images:
+            if layout.generated and torch.rand((), generator=generator) < self.config.condition_dropout:
+                length = self._image_length(layout)
+                mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
+        return mask
+
+    def _image_length(self, layout) -> int:
+        scales = self.image_tokenizer.config.scales
+        final = scales[-1] ** 2
+        return final + (sum(size * size for size in scales) if layout.generated else 0)
+
+    def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor,
+                hidden: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        losses: dict[str, torch.Tensor] = {}
+        labels = batch.text_labels.to(self.device)
+        if (labels != IGNORE_INDEX).any():
+            losses["text"] = F.cross_entropy(text_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                             ignore_index=IGNORE_INDEX)
+        drawn = [layout for layout in batch.images if layout.generated]
+        if tokens is not None and drawn:
+            scales = self.image_tokenizer.config.scales
+            scale_hidden, scale_codes, last_hidden, last_codes, residuals = [], [], [], [], []
+            for layout in drawn:
+                image_tokens = tokens[layout.image_index]
+                codes = torch.cat([code.flatten() for code in image_tokens.codes])
+                positions = hidden[layout.sequence_index, layout.start:layout.start + codes.numel()]
+                scale_hidden.append(positions)
+                scale_codes.append(codes)
+                last = scales[-1] ** 2
+                last_hidden.append(positions[-last:])
+                last_codes.append(codes[-last:])
+                residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0])
+            logits = self.image_head(torch.cat(scale_hidden))
+            losses["image"] = F.cross_entropy(logits.float(), torch.cat(scale_codes))
+            code_vectors = self.image_tokenizer.quantizer.codebook.weight[torch.cat(last_codes)]
+            condition = torch.cat(last_hidden) + self.image_embedder.content(code_vectors)
+            losses["residual"] = self.residual_head.loss(torch.cat(residuals), condition, generator)
+        weights = {"text": 1.0, "image": self.config.image_loss_weight, "residual": self.config.residual_loss_weight}
+        if losses:
+            losses["total"] = sum(weights[name] * value for name, value in losses.items())
+        return losses
+
+    def trainable_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What differs from the stock backbone, by file."""
+        layers = {f"image_embedder.{k}": v for k, v in self.image_embedder.state_dict().items()}
+        layers |= {f"image_head.{k}": v for k, v in self.image_head.state_dict().items()}
+        layers |= {f"residual_head.{k}": v for k, v in self.residual_head.state_dict().items()}
+        if self.config.finetune == "lora":
+            # Only the adapters and the trained new token rows: the stock embedding matrix is not copied.
+            adapters = get_peft_model_state_dict(self.backbone, save_embedding_layers=False)
+            return {LAYERS_NAME: layers, ADAPTER_NAME: adapters}
+        return {LAYERS_NAME: layers, BACKBONE_WEIGHTS_NAME: self.backbone.state_dict()}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Config, image tokenizer, new layers and adapters (or the full backbone after full
+        fine-tuning) in safetensors; the stock backbone itself is named, not copied."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, tensors in self.trainable_state_dict().items():
+            unique = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+            save_file(unique, str(directory / name), metadata={"format": "pt"})
+        values = asdict(self.config) | {"vocab_size": len(self.processor)}
+        (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2))
+        self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise CheckpointError(f"'{directory}' is not a hybrid-vlm model folder (no {CONFIG_NAME})")
+        values = json.loads(config_path.read_text())
+        vocab_size = values.pop("vocab_size")
+        config = UnifiedVLMConfig(**values)
+        model = cls.from_backbone(config, directory / IMAGE_TOKENIZER_DIR, dtype)
+        if len(model.processor) != vocab_size:
+            raise CheckpointError(f"'{directory}' was saved with {vocab_size} tokens, but backbone "
+                                  f"'{config.backbone}' plus image tokens gives {len(model.processor)}")
+        for name, tensors in model.trainable_state_dict().items():
+            path = directory / name
+            if not path.is_file():
+                raise CheckpointError(f"'{directory}' has no {name}")
+            state = load_file(str(path))
+            mismatched = [key for key, value in tensors.items() if key not in state or state[key].shape != value.shape]
+            if mismatched:
+                raise CheckpointError(f"'{path}' does not match the model its config builds: {mismatched[:5]}")
+            if name == ADAPTER_NAME:
+                set_peft_model_state_dict(model.backbone, state)
+            elif name == BACKBONE_WEIGHTS_NAME:
+                model.backbone.load_state_dict(state)
+            else:
+                model.load_state_dict(state, strict=False)
+        return model.eval()
