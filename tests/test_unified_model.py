@@ -73,7 +73,7 @@ def test_gradients_reach_new_layers_head_and_adapters_and_nothing_frozen(tiny_pa
 def test_save_then_load_gives_identical_outputs(tiny_parts, tmp_path):
     model = tiny_model(tiny_parts)
     with torch.no_grad():  # move the zero-initialised parts so the round trip is meaningful
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.01)
     model.eval()
