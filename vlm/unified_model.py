@@ -23,7 +23,7 @@ from torch import nn
 
 from vlm.backbone import DEFAULT_BACKBONE, load_backbone
 from vlm.image_embedding import ImageEmbedder
-from vlm.processor import IGNORE_INDEX, ProcessedBatch, VLMProcessor
+from vlm.processor import IGNORE_INDEX, ProcessedBatch, VLMProcessor, image_block_layout
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens
 
@@ -178,14 +178,9 @@ class UnifiedVLM(nn.Module):
         minimum = torch.finfo(mask.dtype).min
         for layout in batch.images:
             if layout.generated and torch.rand((), generator=generator) < self.config.condition_dropout:
-                length = self._image_length(layout)
+                length = len(image_block_layout(self.image_tokenizer.config.scales, layout.generated)[0])
                 mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
         return mask
-
-    def _image_length(self, layout) -> int:
-        scales = self.image_tokenizer.config.scales
-        final = scales[-1] ** 2
-        return final + (sum(size * size for size in scales) if layout.generated else 0)
 
     def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor,
                 hidden: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
