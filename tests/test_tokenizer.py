@@ -152,3 +152,24 @@ def test_training_pass_takes_either_path_and_has_gradients(tiny_tokenizer):
         assert tiny_tokenizer.encoder.layers[0].weight.grad.abs().sum() > 0
         assert tiny_tokenizer.quantizer.codebook.weight.grad.abs().sum() > 0
         assert tiny_tokenizer.decoder.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_a_grown_tokenizer_computes_exactly_what_the_original_did(tiny_tokenizer):
+    bigger = tiny_tokenizer_config(res_blocks_per_level=(1, 1, 2), decoder_res_blocks_per_level=(1, 2, 3))
+    grown = tiny_tokenizer.grown(bigger).eval()
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in tiny_tokenizer.parameters())
+    pixels = random_pixels()
+    tokens, grown_tokens = tiny_tokenizer.encode_pixels(pixels), grown.encode_pixels(pixels)
+    for codes, grown_codes in zip(tokens.codes, grown_tokens.codes):
+        assert torch.equal(codes, grown_codes)
+    torch.testing.assert_close(grown.decode(grown_tokens), tiny_tokenizer.decode(tokens))
+    torch.testing.assert_close(grown.decode(tokens, use_residual=False), tiny_tokenizer.decode(tokens, False))
+
+
+def test_growing_refuses_anything_but_extra_blocks(tiny_tokenizer):
+    with pytest.raises(ValueError, match="codebook_size"):
+        tiny_tokenizer.grown(tiny_tokenizer_config(codebook_size=128))
+    with pytest.raises(ValueError, match="may only grow"):
+        tiny_tokenizer.grown(tiny_tokenizer_config(decoder_res_blocks_per_level=(0, 0, 1)))
+    with pytest.raises(ValueError, match="one entry per level"):
+        tiny_tokenizer_config(decoder_res_blocks_per_level=(1, 1))

@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None,
                         help="tokenizer config JSON (fields of vlm.tokenizer.TokenizerConfig); default: stock config")
     parser.add_argument("--init", type=Path, default=None,
-                        help="start from this save_pretrained folder instead of random weights (fine-tuning)")
+                        help="start from this save_pretrained folder instead of random weights (fine-tuning); "
+                             "with --config, grow it into that config's deeper encoder/decoder "
+                             "(new blocks start as the identity)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="override the config's image size (e.g. 256 on a GPU); the last scale must still fit")
     parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps of the run")
@@ -210,9 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(args.seed)
 
     if args.init is not None:
-        if args.config is not None or args.image_size is not None:
-            raise ValueError("--init brings its own config; drop --config and --image-size when fine-tuning")
+        if args.image_size is not None:
+            raise ValueError("--init brings its own image size; drop --image-size when fine-tuning")
         model = HybridTokenizer.from_pretrained(args.init)
+        if args.config is not None:
+            model = model.grown(TokenizerConfig.from_dict(json.loads(args.config.read_text())))
         config = model.config
     else:
         config = TokenizerConfig.from_dict(json.loads(args.config.read_text())) if args.config else TokenizerConfig()

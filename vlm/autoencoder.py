@@ -85,3 +85,23 @@ class Decoder(nn.Module):
 
     def forward(self, latent_BCHW: torch.Tensor) -> torch.Tensor:
         return self.layers(latent_BCHW)
+
+
+def grow_into(source: nn.Sequential, target: nn.Sequential) -> None:
+    """Copy `source` into `target`, which is the same stack with extra residual blocks, so that
+    `target` computes exactly what `source` does: the extra blocks get a zeroed last convolution
+    and so add nothing until they train."""
+    source_layers = list(source)
+    position = 0
+    for layer in target:
+        if position < len(source_layers) and type(source_layers[position]) is type(layer):
+            layer.load_state_dict(source_layers[position].state_dict())
+            position += 1
+        elif isinstance(layer, ResidualBlock):
+            last_conv = layer.block[-1]
+            nn.init.zeros_(last_conv.weight)
+            nn.init.zeros_(last_conv.bias)
+        else:
+            raise ValueError(f"cannot grow {type(source_layers[position]).__name__} into {type(layer).__name__}")
+    if position != len(source_layers):
+        raise ValueError(f"the grown stack lacks {len(source_layers) - position} layers of the original")

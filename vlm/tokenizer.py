@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlm.autoencoder import Decoder, Encoder
+from vlm.autoencoder import Decoder, Encoder, grow_into
 from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
 from vlm.quantizer import MultiScaleQuantizer, QuantizerOutput
 
@@ -44,6 +44,9 @@ class TokenizerConfig:
     # Width per resolution level, full resolution first; each further level halves the size.
     encoder_channels: tuple[int, ...] = (32, 64, 128, 192)
     res_blocks_per_level: tuple[int, ...] = (0, 1, 1, 2)
+    # The decoder's blocks per level (full resolution first); None mirrors the encoder. A deeper
+    # decoder buys reconstruction quality without changing the codes the encoder gives.
+    decoder_res_blocks_per_level: tuple[int, ...] | None = None
     codebook_size: int = 4096
     scales: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     num_phi_convs: int = 4
@@ -54,11 +57,14 @@ class TokenizerConfig:
         self.encoder_channels = tuple(self.encoder_channels)
         self.res_blocks_per_level = tuple(self.res_blocks_per_level)
         self.scales = tuple(self.scales)
-        if len(self.res_blocks_per_level) != len(self.encoder_channels):
-            raise ValueError(
-                f"res_blocks_per_level {self.res_blocks_per_level} needs one entry per level of "
-                f"encoder_channels {self.encoder_channels}"
-            )
+        if self.decoder_res_blocks_per_level is not None:
+            self.decoder_res_blocks_per_level = tuple(self.decoder_res_blocks_per_level)
+        for name in ("res_blocks_per_level", "decoder_res_blocks_per_level"):
+            blocks = getattr(self, name)
+            if blocks is not None and len(blocks) != len(self.encoder_channels):
+                raise ValueError(
+                    f"{name} {blocks} needs one entry per level of encoder_channels {self.encoder_channels}"
+                )
         if self.image_size % self.downsample_factor:
             raise ValueError(f"image_size {self.image_size} is not divisible by {self.downsample_factor}")
         if self.scales[-1] != self.latent_size:
@@ -68,6 +74,10 @@ class TokenizerConfig:
             )
         if list(self.scales) != sorted(set(self.scales)):
             raise ValueError(f"scales must grow strictly, got {self.scales}")
+
+    @property
+    def decoder_blocks(self) -> tuple[int, ...]:
+        return self.decoder_res_blocks_per_level or self.res_blocks_per_level
 
     @property
     def downsample_factor(self) -> int:
@@ -138,8 +148,32 @@ class HybridTokenizer(nn.Module):
             config.commitment_weight,
         )
         self.decoder = Decoder(
-            config.image_channels, config.latent_channels, config.encoder_channels, config.res_blocks_per_level
+            config.image_channels, config.latent_channels, config.encoder_channels, config.decoder_blocks
         )
+
+    def grown(self, config: TokenizerConfig) -> HybridTokenizer:
+        """A copy with the deeper encoder/decoder of `config` that computes exactly what this one does.
+
+        Extra residual blocks start as the identity (last convolution zeroed), so training a
+        bigger tokenizer can resume from a trained smaller one instead of from scratch.
+        """
+        ours = asdict(self.config)
+        theirs = asdict(config)
+        growable = {"res_blocks_per_level", "decoder_res_blocks_per_level"}
+        changed = sorted(key for key in ours if key not in growable and ours[key] != theirs[key])
+        if changed:
+            raise ValueError(f"a grown tokenizer may only add residual blocks; these fields differ: {changed}")
+        for name, old, new in (
+            ("res_blocks_per_level", self.config.res_blocks_per_level, config.res_blocks_per_level),
+            ("decoder_res_blocks_per_level", self.config.decoder_blocks, config.decoder_blocks),
+        ):
+            if any(after < before for before, after in zip(old, new)):
+                raise ValueError(f"{name} may only grow: {old} -> {new}")
+        grown = HybridTokenizer(config).to(self.device)
+        grown.quantizer.load_state_dict(self.quantizer.state_dict())
+        grow_into(self.encoder.layers, grown.encoder.layers)
+        grow_into(self.decoder.layers, grown.decoder.layers)
+        return grown
 
     @property
     def device(self) -> torch.device:
