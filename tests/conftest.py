@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 
@@ -47,3 +50,17 @@ def default_text_tokenizer(default_backbone_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(default_backbone_dir)
+
+
+@pytest.fixture
+def tiny_parts(tmp_path, default_backbone_dir):
+    torch.manual_seed(0)
+    backbone_dir = tmp_path / "backbone"
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(backbone_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(default_backbone_dir / name, backbone_dir / name)
+    tokenizer_dir = tmp_path / "image_tokenizer"
+    HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tokenizer_dir)
+    return backbone_dir, tokenizer_dir

@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 import torch
-from PIL import Image, ImageDraw
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.conftest import tiny_tokenizer_config
-from vlm.residual_head import ResidualHeadConfig
-from vlm.tokenizer import HybridTokenizer
-from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
-
-
-@pytest.fixture
-def tiny_parts(tmp_path, default_backbone_dir):
-    torch.manual_seed(0)
-    backbone_dir = tmp_path / "backbone"
-    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(backbone_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(default_backbone_dir / name, backbone_dir / name)
-    tokenizer_dir = tmp_path / "image_tokenizer"
-    HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tokenizer_dir)
-    return backbone_dir, tokenizer_dir
-
-
-def tiny_model(tiny_parts, **overrides) -> UnifiedVLM:
-    backbone_dir, tokenizer_dir = tiny_parts
-    values = dict(backbone=str(backbone_dir), lora_rank=4, condition_dropout=0.0,
-                  residual_head=ResidualHeadConfig(latent_channels=8, condition_channels=32, width=32, depth=1))
-    values.update(overrides)
-    torch.manual_seed(0)
-    return UnifiedVLM.from_backbone(UnifiedVLMConfig(**values), tokenizer_dir)
-
-
-def drawing_chat():
-    image = Image.new("RGB", (32, 32), "white")
-    ImageDraw.Draw(image).ellipse((6, 6, 26, 26), fill="red")
-    return [{"role": "user", "content": "Draw a red circle."},
-            {"role": "assistant", "content": [{"type": "text", "text": "Here it is:"},
-                                              {"type": "image", "image": image}]}]
+from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
+from vlm.decoding_cache import empty_cache
+from vlm.unified_model import UnifiedVLM
 
 
 def test_forward_gives_all_three_losses(tiny_parts):
@@ -105,3 +68,64 @@ def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts):
         first = sum(step[name] for step in history[:5]) / 5
         last = sum(step[name] for step in history[-10:]) / 10  # the diffusion loss is noisy step to step
         assert last <= 0.1 * first, (name, first, last)
+
+
+def test_incremental_decoding_equals_the_full_forward(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    chat = drawing_chat() + [{"role": "user", "content": "Make it blue."}]
+    batch = model.processor(chat)
+    tokens = model.image_tokenizer.encode_pixels(batch.pixels)
+    quantizer = model.image_tokenizer.quantizer
+    scales = model.image_tokenizer.config.scales
+    start = batch.images[0].start
+    with torch.no_grad():
+        full = model(batch, tokens).hidden_states[0]
+        cache = empty_cache(1, model.device)
+        pieces = [model.extend(cache, model.embed(batch, tokens)[:, :start], batch.block_ids[:, :start])]
+        latent = None
+        for level, size in enumerate(scales):  # the scale blocks, as generation feeds them
+            block_input = None if level == 0 else quantizer.next_scale_input(latent, level - 1)
+            pieces.append(model.extend(cache, model.image_block_embeddings(level, block_input),
+                                       torch.zeros(1, size * size, dtype=torch.long)))
+            contribution = quantizer.scale_contribution(level, tokens.codes[level])
+            latent = contribution if latent is None else latent + contribution
+        final = model.image_block_embeddings(len(scales), latent + tokens.residual)
+        pieces.append(model.extend(cache, final, torch.zeros(1, final.shape[1], dtype=torch.long)))
+        rest = batch.input_ids[:, cache.length:]
+        pieces.append(model.extend(cache, model.language_model.get_input_embeddings()(rest),
+                                   torch.arange(rest.shape[1])[None]))
+    incremental = torch.cat(pieces, dim=1)[0]
+    image_length = sum(size * size for size in scales) + scales[-1] ** 2
+    text_before, image, text_after = start, slice(start, start + image_length), slice(start + image_length, None)
+    assert (incremental[:text_before] - full[:text_before]).abs().max() < 1e-4
+    assert (incremental[image] - full[image]).abs().max() < 1e-4  # every scale block and the final block
+    assert (incremental[text_after] - full[text_after]).abs().max() < 1e-4
+    assert cache.next_position.item() == batch.input_ids.shape[1]
+
+
+def test_a_ragged_batch_decodes_like_each_row_alone(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me a long story about a cat."}]]
+    next_ids = torch.tensor([[42], [7]])
+    with torch.no_grad():
+        _, cache = model.start_decoding(model.processor(chats, add_generation_prompt=True))
+        together = model.extend(cache, model.language_model.get_input_embeddings()(next_ids),
+                                torch.zeros(2, 1, dtype=torch.long))
+        for row, chat in enumerate(chats):
+            _, alone_cache = model.start_decoding(model.processor(chat, add_generation_prompt=True))
+            alone = model.extend(alone_cache, model.language_model.get_input_embeddings()(next_ids[row:row + 1]),
+                                 torch.zeros(1, 1, dtype=torch.long))
+            assert (together[row] - alone[0]).abs().max() < 1e-4
+            assert cache.next_position[row] == alone_cache.next_position[0]
+
+
+def test_eval_merges_adapters_for_speed_without_changing_outputs(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts)).train()
+    batch = model.processor(drawing_chat())
+    with torch.no_grad():
+        unmerged = model(batch).text_logits
+        merged = model.eval()(batch).text_logits
+    assert (merged - unmerged).abs().max() < 1e-4
+    model.train()
+    model(batch).losses["total"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import DynamicCache
 
 from vlm.backbone import DEFAULT_BACKBONE, load_backbone
+from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
 from vlm.processor import IGNORE_INDEX, ProcessedBatch, VLMProcessor, image_block_layout
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
@@ -68,7 +70,6 @@ class UnifiedOutput:
     image_logits: torch.Tensor  # (N_scale_positions, codebook), scale-block positions in batch order
     hidden_states: torch.Tensor  # (B, L, hidden), the backbone's last layer
     losses: dict[str, torch.Tensor]  # "text", "image", "residual", "total" (where present)
-    past_key_values: object = None
 
 
 class UnifiedVLM(nn.Module):
@@ -116,6 +117,20 @@ class UnifiedVLM(nn.Module):
             config.residual_head.condition_channels = backbone.config.hidden_size
         return cls(config, backbone, processor, tokenizer)
 
+    def train(self, mode: bool = True) -> UnifiedVLM:
+        """Also merges the LoRA adapters (and new token rows) into the backbone for inference and
+        takes them out again for training: unmerged, peft rebuilds the whole embedding matrix
+        and runs every adapter on each forward, which makes decoding ~3x slower on a CPU."""
+        super().train(mode)
+        self.image_tokenizer.eval()  # frozen, always
+        if isinstance(self.backbone, PeftModel) and getattr(self, "_adapters_merged", False) == mode:
+            if mode:
+                self.backbone.unmerge_adapter()
+            else:
+                self.backbone.merge_adapter()
+            self._adapters_merged = not mode
+        return self
+
     @property
     def language_model(self) -> nn.Module:
         """The HF causal LM itself (under the LoRA wrapper when there is one)."""
@@ -147,28 +162,104 @@ class UnifiedVLM(nn.Module):
             inputs.append(content + placed)
         return inputs
 
-    def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
-                generator: torch.Generator | None = None) -> UnifiedOutput:
-        """Teacher-forced pass over whole conversations, with the three losses where labels exist."""
-        if tokens is None:
-            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
-        input_ids = batch.input_ids.to(self.device)
-        embeddings = self.language_model.get_input_embeddings()(input_ids)
+    def embed(self, batch: ProcessedBatch, tokens: HybridTokens | None) -> torch.Tensor:
+        """(B, L, hidden) decoder inputs: text embeddings with every image's blocks put in place."""
+        embeddings = self.language_model.get_input_embeddings()(batch.input_ids.to(self.device))
         if tokens is not None:
             embeddings = embeddings.clone()
             for layout, image_input in zip(batch.images, self.image_inputs(batch, tokens)):
                 embeddings[layout.sequence_index, layout.start:layout.start + image_input.shape[0]] = \
                     image_input.to(embeddings.dtype)
+        return embeddings
+
+    def run_decoder(self, embeddings: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor,
+                    past: DynamicCache | None = None) -> torch.Tensor:
+        """The backbone's transformer without its LM head: (B, Q, hidden) last hidden states.
+
+        Text logits are computed only where they are needed (`text_logits`), which saves the
+        vocabulary-sized projection at every image position.
+        """
+        output = self.language_model.get_decoder()(
+            inputs_embeds=embeddings, attention_mask=mask.to(self.device), position_ids=position_ids.to(self.device),
+            past_key_values=past, use_cache=past is not None)
+        return output.last_hidden_state
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_output_embeddings()(hidden)
+
+    def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
+                generator: torch.Generator | None = None) -> UnifiedOutput:
+        """Teacher-forced pass over whole conversations, with the three losses where labels exist."""
+        if tokens is None:
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
+        embeddings = self.embed(batch, tokens)
         mask = batch.attention_mask(embeddings.dtype)
         if self.training and self.config.condition_dropout > 0:
             mask = self._drop_conditions(batch, mask, generator)
-        output = self.backbone(inputs_embeds=embeddings, attention_mask=mask.to(self.device),
-                               position_ids=batch.position_ids.to(self.device), output_hidden_states=True)
-        hidden = output.hidden_states[-1]
-        losses = self._losses(batch, tokens, output.logits, hidden, generator)
+        hidden = self.run_decoder(embeddings, mask, batch.position_ids)
+        text_logits = self.text_logits(hidden)
+        losses = self._losses(batch, tokens, text_logits, hidden, generator)
         image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0]) if tokens is not None else \
             hidden.new_zeros(0, self.image_head[1].out_features)
-        return UnifiedOutput(output.logits, image_logits, hidden, losses)
+        return UnifiedOutput(text_logits, image_logits, hidden, losses)
+
+    # ----- incremental decoding (the generation loop builds on these) -----
+
+    def start_decoding(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
+                       ) -> tuple[torch.Tensor, DecodingCache]:
+        """Prefill: run a processed prompt batch into a fresh cache; returns its hidden states."""
+        if tokens is None and len(batch.pixels):
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
+        cache = empty_cache(batch.input_ids.shape[0], self.device)
+        hidden = self.extend(cache, self.embed(batch, tokens), batch.block_ids, batch.padding_mask)
+        return hidden, cache
+
+    def extend(self, cache: DecodingCache, embeddings: torch.Tensor, block_offsets: torch.Tensor,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed one chunk per row and update `cache` in place; returns (B, Q, hidden).
+
+        `block_offsets` (B, Q) number the chunk's blocks from 0 (one per text token; one for
+        a whole image block); `valid` (B, Q) is False where a row fed fewer positions.
+        """
+        batch, length = embeddings.shape[:2]
+        block_offsets = block_offsets.to(self.device)
+        valid = torch.ones(batch, length, dtype=torch.bool, device=self.device) if valid is None \
+            else valid.to(self.device)
+        query_blocks = cache.next_block[:, None] + block_offsets
+        positions = (cache.next_position[:, None] + valid.long().cumsum(dim=1) - 1).clamp(min=0)
+        mask = cache.attention_mask(query_blocks, valid, embeddings.dtype)
+        hidden = self.run_decoder(embeddings, mask, positions, cache.past)
+        cache.append(query_blocks, valid)
+        return hidden
+
+    def image_block_embeddings(self, level: int, latent_BCHW: torch.Tensor | None, batch_size: int = 1
+                               ) -> torch.Tensor:
+        """(B, s * s, hidden) inputs of one image block.
+
+        Level 0 (the 1x1 first scale) is the learned start vector; scale k > 0 takes the
+        running discrete sum at its size (`MultiScaleQuantizer.next_scale_input`); level K,
+        the final block, takes the finished latent (discrete sum + residual).
+        """
+        scales = self.image_tokenizer.config.scales
+        if not 0 <= level <= len(scales):
+            raise ValueError(f"level must lie in [0, {len(scales)}], got {level}")
+        size = scales[min(level, len(scales) - 1)]
+        if level == 0:
+            content = self.image_embedder.start.expand(batch_size, 1, -1)
+        else:
+            if latent_BCHW is None or latent_BCHW.shape[-2:] != (size, size):
+                got = None if latent_BCHW is None else tuple(latent_BCHW.shape)
+                raise ValueError(f"level {level} needs a latent of size {size}x{size}, got {got}")
+            content = self.image_embedder.content(latent_BCHW.to(self.device).flatten(2).transpose(1, 2))
+        centres = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
+        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).view(-1, 2)
+        levels = torch.full((size * size,), level, dtype=torch.long, device=self.device)
+        return content + self.image_embedder.place(levels, grid)
+
+    def residual_condition(self, hidden_BNH: torch.Tensor, codes_BN: torch.Tensor) -> torch.Tensor:
+        """What the residual head is conditioned on: the last-scale hidden state plus its chosen code."""
+        code_vectors = self.image_tokenizer.quantizer.codebook.weight[codes_BN]
+        return hidden_BNH + self.image_embedder.content(code_vectors).to(hidden_BNH.dtype)
 
     def _drop_conditions(self, batch: ProcessedBatch, mask: torch.Tensor,
                          generator: torch.Generator | None) -> torch.Tensor:
@@ -205,8 +296,7 @@ class UnifiedVLM(nn.Module):
                 residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0])
             logits = self.image_head(torch.cat(scale_hidden))
             losses["image"] = F.cross_entropy(logits.float(), torch.cat(scale_codes))
-            code_vectors = self.image_tokenizer.quantizer.codebook.weight[torch.cat(last_codes)]
-            condition = torch.cat(last_hidden) + self.image_embedder.content(code_vectors)
+            condition = self.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
             losses["residual"] = self.residual_head.loss(torch.cat(residuals), condition, generator)
         weights = {"text": 1.0, "image": self.config.image_loss_weight, "residual": self.config.residual_loss_weight}
         if losses:

@@ -1,0 +1,80 @@
+"""What a caller can set for one generation request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+PerScale = float | int | Sequence[float] | Sequence[int] | None
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings for text and images.
+
+    Image settings (`image_temperature`, `image_top_k`, `image_top_p`) take one value for
+    every scale or one value per scale (coarse scales often want more diversity than fine
+    ones). `cfg_scale` follows the usual convention: 1 is conditional only, larger follows
+    the prompt more closely; the strength ramps up over the scales (HART) and the residual
+    head uses the full scale.
+    """
+
+    max_new_tokens: int = 256  # text tokens of the reply (image tokens do not count)
+    max_images: int = 4  # a reply that asks for one more image than this ends ("max_images")
+    temperature: float = 0.7  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    repetition_penalty: float = 1.0  # 1 = off (HF's multiplicative penalty on seen tokens)
+    stop_strings: tuple[str, ...] = ()
+    cfg_scale: float = 3.0
+    image_temperature: PerScale = 1.0
+    image_top_k: PerScale = 0
+    image_top_p: PerScale = 1.0
+    residual_steps: int = 8  # 0 = discrete-only images
+    previews: bool = False  # emit a decoded preview after every scale (costs one decode per scale)
+    force_image: bool = False  # the reply starts with an image instead of sampled text
+    num_sequences: int = 1  # answers drawn for one prompt in one batched run
+    seed: int | None = None  # None draws a fresh seed; the same seed and settings repeat the output
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)  # extra end-of-turn ids
+
+    def __post_init__(self) -> None:
+        self.stop_strings = tuple(self.stop_strings)
+        self.stop_token_ids = tuple(self.stop_token_ids)
+        problems = []
+        if self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.max_images < 0:
+            problems.append(f"max_images must be >= 0, got {self.max_images}")
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must lie in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.cfg_scale < 0:
+            problems.append(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if self.residual_steps < 0:
+            problems.append(f"residual_steps must be >= 0, got {self.residual_steps}")
+        if self.num_sequences < 1:
+            problems.append(f"num_sequences must be >= 1, got {self.num_sequences}")
+        if any(not text for text in self.stop_strings):
+            problems.append("stop_strings may not contain an empty string")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def for_scale(value: PerScale, scale_index: int, num_scales: int, name: str) -> float:
+    """The setting that applies at one scale."""
+    if value is None:
+        raise ValueError(f"{name} must be a number or one number per scale, got None")
+    if isinstance(value, int | float):
+        return float(value)
+    values = list(value)
+    if len(values) != num_scales:
+        raise ValueError(f"{name} has {len(values)} values but the tokenizer has {num_scales} scales")
+    return float(values[scale_index])

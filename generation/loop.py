@@ -1,0 +1,309 @@
+"""The interleaved generation loop: text tokens and whole images from one decoder, streamed.
+
+Text is sampled a token per forward. When a row samples `<|image_start|>` (or the caller
+forces an image), it draws an image by next-scale prediction: one forward per scale over
+the KV cache, every position of a scale sampled at once, guided by an unconditional
+branch with its own cache; then the residual head adds the continuous residual, the
+tokenizer decodes pixels, and the finished latent goes back in as the image's final
+block followed by `<|image_end|>`, so the text that follows sees the whole image.
+
+Rows of a batch (n answers to one prompt, or several prompts) run in lockstep: a row that
+is drawing while another writes text feeds nothing in the other's forward (its slot is
+masked padding), so every row's output is what it would be alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from generation.config import GenerationConfig, for_scale
+from generation.events import (
+    CANCELLED,
+    END_OF_TURN,
+    MAX_IMAGES,
+    MAX_TOKENS,
+    STOP_STRING,
+    Done,
+    Event,
+    ImageFinished,
+    ImageStarted,
+    ScalePreview,
+    TextDelta,
+)
+from generation.sampling import filter_logits, guide, penalise_repeats
+from vlm.decoding_cache import DecodingCache, empty_cache
+from vlm.image_io import tensor_to_pil
+from vlm.processor import ConversationError
+from vlm.tokenizer import HybridTokens
+from vlm.unified_model import UnifiedVLM
+
+logger = logging.getLogger(__name__)
+
+LogitsHook = Callable[[str, torch.Tensor], None]
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the caller's cancel event is set."""
+
+
+@dataclass
+class _Row:
+    """One sequence's progress through its reply."""
+
+    seen_ids: list[int]  # prompt and reply text ids (the repetition penalty's memory)
+    new_tokens: int = 0
+    images: int = 0
+    segment_ids: list[int] = field(default_factory=list)  # text ids since the last image
+    emitted: str = ""  # text of `segment_ids` already streamed
+    pending_ids: list[int] = field(default_factory=list)  # sampled ids not yet attached to a delta
+    done: str | None = None
+
+
+def _gumbel_sample(scores_NV: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Sample from softmax(scores) with noise drawn on the CPU, so a seed gives the same tokens
+    on every device; temperature 0 is argmax."""
+    if temperature == 0:
+        return scores_NV.argmax(dim=-1)
+    uniform = torch.rand(scores_NV.shape, generator=generator).to(scores_NV.device)
+    exponential = -torch.log(uniform.clamp_min(1e-20))
+    gumbel = -torch.log(exponential.clamp_min(1e-20))
+    return (scores_NV.float() + gumbel).argmax(dim=-1)
+
+
+class InterleavedGenerator:
+    """Streams `Event`s for one request. Use `stream_generate` unless you need the object."""
+
+    def __init__(self, model: UnifiedVLM, config: GenerationConfig, cancel: threading.Event | None = None,
+                 logits_hook: LogitsHook | None = None):
+        self.model = model
+        self.config = config
+        self.cancel = cancel
+        self.logits_hook = logits_hook
+        processor = model.processor
+        self.tokenizer = processor.tokenizer
+        self.image_start_id = processor.image_start_id
+        self.image_end_id = processor.image_end_id
+        stop_ids = set(config.stop_token_ids)
+        eos = model.language_model.generation_config.eos_token_id
+        stop_ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            stop_ids.add(self.tokenizer.eos_token_id)
+        self.stop_ids = stop_ids
+        self.blocked_ids = [processor.image_end_id, processor.image_token_id]
+        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        self.generator = torch.Generator().manual_seed(seed)
+        self.scales = model.image_tokenizer.config.scales
+
+    # ----- helpers -----
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _check_cancel(self) -> None:
+        if self._cancelled():
+            raise Cancelled
+
+    def _hook(self, kind: str, logits: torch.Tensor) -> None:
+        if self.logits_hook is not None:
+            self.logits_hook(kind, logits.detach())
+
+    def _text_embeddings(self, token_id: int, count: int) -> torch.Tensor:
+        ids = torch.full((count, 1), token_id, dtype=torch.long, device=self.model.device)
+        return self.model.language_model.get_input_embeddings()(ids)
+
+    def _extend_rows(self, cache: DecodingCache, chunk: torch.Tensor, offsets: torch.Tensor,
+                     rows: torch.Tensor) -> torch.Tensor:
+        """Feed `chunk` (R, Q, hidden) for `rows` only; the other rows get masked padding."""
+        self._check_cancel()  # before every forward, so a cancel costs at most the forward in flight
+        batch, length = cache.batch_size, chunk.shape[1]
+        offsets = offsets.to(self.model.device).expand(batch, length)
+        if len(rows) == batch:
+            return self.model.extend(cache, chunk, offsets)
+        full = chunk.new_zeros(batch, length, chunk.shape[2])
+        full[rows] = chunk
+        valid = torch.zeros(batch, length, dtype=torch.bool, device=self.model.device)
+        valid[rows] = True
+        return self.model.extend(cache, full, offsets, valid)[rows]
+
+    def _pick_text(self, logits_V: torch.Tensor, row: _Row) -> int:
+        config = self.config
+        logits_V = logits_V.float().clone()
+        logits_V[self.blocked_ids] = float("-inf")
+        logits_V = penalise_repeats(logits_V, row.seen_ids, config.repetition_penalty)
+        scores = filter_logits(logits_V[None], config.temperature, config.top_k, config.top_p)
+        return int(_gumbel_sample(scores, config.temperature, self.generator)[0])
+
+    def _take_text(self, index: int, row: _Row, token: int) -> Iterator[Event]:
+        """Append one text token to a row: stream its delta and apply the stop strings."""
+        row.seen_ids.append(token)
+        row.segment_ids.append(token)
+        row.pending_ids.append(token)
+        row.new_tokens += 1
+        text = self.tokenizer.decode(row.segment_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
+            return
+        stops = [position for position in (text.find(stop) for stop in self.config.stop_strings) if position >= 0]
+        if stops:
+            text = text[:min(stops)]
+            row.done = STOP_STRING
+        if len(text) > len(row.emitted) or row.pending_ids:
+            yield TextDelta(index, text[len(row.emitted):], row.pending_ids)
+            row.pending_ids = []
+        row.emitted = max(text, row.emitted, key=len)
+        if row.done:
+            yield Done(index, row.done)
+
+    # ----- the loop -----
+
+    @torch.no_grad()  # on a generator, torch switches gradients off only while it runs, not between events
+    def stream(self, conversations: Sequence[list]) -> Iterator[Event]:
+        model, config = self.model, self.config
+        batch = model.processor(list(conversations), add_generation_prompt=True)
+        size = batch.input_ids.shape[0]
+        rows = [_Row(seen_ids=batch.input_ids[index, :int(batch.padding_mask[index].sum())].tolist())
+                for index in range(size)]
+        try:
+            self._check_cancel()
+            hidden, cache = model.start_decoding(batch)
+            lengths = batch.padding_mask.sum(dim=1).to(model.device)
+            last_hidden = hidden[torch.arange(size, device=model.device), lengths - 1]
+            first = True
+            while True:
+                active = [index for index, row in enumerate(rows) if row.done is None]
+                if not active:
+                    return
+                self._check_cancel()
+                logits = model.text_logits(last_hidden[active])
+                self._hook("text", logits)
+                drawing, writing = [], []
+                for position, index in enumerate(active):
+                    row = rows[index]
+                    token = self.image_start_id if first and config.force_image else \
+                        self._pick_text(logits[position], row)
+                    if token in self.stop_ids:
+                        row.done = END_OF_TURN
+                    elif token == self.image_start_id:
+                        if row.images >= config.max_images:
+                            row.done = MAX_IMAGES
+                        else:
+                            drawing.append(index)
+                    elif row.new_tokens >= config.max_new_tokens:
+                        row.done = MAX_TOKENS
+                    else:
+                        yield from self._take_text(index, row, token)
+                        if row.done is None:
+                            writing.append((index, token))
+                    if row.done is not None and not (row.done == STOP_STRING):
+                        yield Done(index, row.done)
+                first = False
+                if drawing:
+                    rows_tensor = torch.tensor(drawing, device=model.device)
+                    last_hidden[rows_tensor] = yield from self._draw(cache, rows_tensor, rows)
+                if writing:
+                    rows_tensor = torch.tensor([index for index, _ in writing], device=model.device)
+                    ids = torch.tensor([[token] for _, token in writing], device=model.device)
+                    chunk = model.language_model.get_input_embeddings()(ids)
+                    offsets = torch.zeros(1, 1, dtype=torch.long)
+                    last_hidden[rows_tensor] = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, 0]
+        except Cancelled:
+            for index, row in enumerate(rows):
+                if row.done is None:
+                    row.done = CANCELLED
+                    yield Done(index, CANCELLED)
+
+    def _draw(self, cache: DecodingCache, rows_tensor: torch.Tensor, rows: list[_Row]
+              ) -> Iterator[Event]:
+        """Draw one image for each of `rows_tensor`; returns their hidden state at `<|image_end|>`."""
+        model, config = self.model, self.config
+        quantizer = model.image_tokenizer.quantizer
+        count, num_scales = len(rows_tensor), len(self.scales)
+        indices = rows_tensor.tolist()
+        for index in indices:
+            yield ImageStarted(index, rows[index].images)
+        guided = config.cfg_scale != 1.0
+        unconditional = None
+        if guided:
+            # Nothing before <|image_start|> is visible to this branch, as under condition dropout in training.
+            unconditional = empty_cache(cache.batch_size, model.device)
+            unconditional.next_position = cache.next_position.clone()
+            unconditional.next_block = cache.next_block.clone()
+        first_chunk = torch.cat([self._text_embeddings(self.image_start_id, count),
+                                 model.image_block_embeddings(0, None, count)], dim=1)
+        first_offsets = torch.tensor([[0, 1]])
+        latent = None
+        codes: list[torch.Tensor] = []
+        for scale_index, size in enumerate(self.scales):
+            self._check_cancel()
+            if scale_index == 0:
+                chunk, offsets = first_chunk, first_offsets
+            else:
+                chunk = model.image_block_embeddings(scale_index, quantizer.next_scale_input(latent, scale_index - 1))
+                offsets = torch.zeros(1, size * size, dtype=torch.long)
+            hidden = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, -size * size:]
+            logits = model.image_head(hidden)
+            self._hook("image", logits)
+            if guided:
+                hidden_unconditional = self._extend_rows(unconditional, chunk, offsets, rows_tensor)[:, -size * size:]
+                ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
+                logits = guide(logits, model.image_head(hidden_unconditional), (config.cfg_scale - 1) * ramp)
+                self._hook("image_guided", logits)
+            temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
+            scores = filter_logits(
+                logits.flatten(0, 1), temperature,
+                int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
+                for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
+            scale_codes = _gumbel_sample(scores, temperature, self.generator).view(count, size, size)
+            codes.append(scale_codes)
+            contribution = quantizer.scale_contribution(scale_index, scale_codes)
+            latent = contribution if latent is None else latent + contribution
+            if config.previews:
+                previews = tensor_to_pil(model.image_tokenizer.decode_latent(latent))
+                for position, index in enumerate(indices):
+                    yield ScalePreview(index, rows[index].images, scale_index, previews[position])
+        residual = torch.zeros_like(latent)
+        if config.residual_steps > 0:
+            self._check_cancel()
+            last_codes = codes[-1].flatten(1)
+            condition = model.residual_condition(hidden, last_codes).flatten(0, 1)
+            unconditional_condition = model.residual_condition(hidden_unconditional, last_codes).flatten(0, 1) \
+                if guided else None
+            sampled = model.residual_head.sample(condition, config.residual_steps, self.generator,
+                                                 unconditional_condition, config.cfg_scale - 1 if guided else 0.0)
+            side = self.scales[-1]
+            residual = sampled.view(count, side, side, -1).permute(0, 3, 1, 2).to(latent.dtype)
+        finished = latent + residual
+        images = tensor_to_pil(model.image_tokenizer.decode_latent(finished))
+        chunk = torch.cat([model.image_block_embeddings(num_scales, finished),
+                           self._text_embeddings(self.image_end_id, count)], dim=1)
+        offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])
+        end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
+        for position, index in enumerate(indices):
+            row = rows[index]
+            tokens = HybridTokens([scale_codes[position:position + 1] for scale_codes in codes],
+                                  residual[position:position + 1].float())
+            yield ImageFinished(index, row.images, images[position], tokens)
+            row.images += 1
+            row.segment_ids, row.emitted = [], ""
+        return end_hidden
+
+
+def stream_generate(model: UnifiedVLM, conversation: list | Sequence[list], config: GenerationConfig | None = None,
+                    cancel: threading.Event | None = None, logits_hook: LogitsHook | None = None
+                    ) -> Iterator[Event]:
+    """Stream the reply (or `config.num_sequences` replies) to one conversation, or replies to a
+    list of conversations. Set `cancel` from another thread to stop within one forward."""
+    config = config or GenerationConfig()
+    if conversation and isinstance(conversation[0], dict):
+        conversations = [conversation] * config.num_sequences
+    else:
+        conversations = list(conversation)
+        if config.num_sequences != 1:
+            raise ConversationError("num_sequences applies to one conversation; pass one, or repeat it yourself")
+    if not conversations or not all(conversations):
+        raise ConversationError("nothing to answer: the conversation is empty")
+    yield from InterleavedGenerator(model, config, cancel, logits_hook).stream(conversations)

@@ -1,0 +1,230 @@
+"""The interleaved generation loop on a tiny random model.
+
+Where a test needs the model to choose particular text tokens (an image here, the end of
+the turn there), it biases the text logits with a script; everything else (the cache,
+the scale-by-scale drawing, guidance, the residual head, decoding) is the real loop.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from generation import Done, GenerationConfig, ImageFinished, ImageStarted, ScalePreview, TextDelta, generate
+from generation.events import CANCELLED, END_OF_TURN, MAX_IMAGES, MAX_TOKENS, STOP_STRING
+from generation.loop import stream_generate
+from generation.sampling import guide
+from tests.tiny_vlm import perturbed, tiny_model
+from vlm.processor import ConversationError
+from vlm.tokenizer import HybridTokens
+
+CHAT = [{"role": "user", "content": "Draw a red circle, please."}]
+
+
+@pytest.fixture
+def model(tiny_parts):
+    return perturbed(tiny_model(tiny_parts))
+
+
+def script(model, tokens: list[int]) -> None:
+    """Make the text head choose `tokens`, one per step (every row the same)."""
+    original = type(model).text_logits.__get__(model)  # the real head, even if already scripted
+    steps = iter(tokens)
+
+    def scripted(hidden):
+        logits = original(hidden)
+        chosen = torch.full_like(logits, -1e4)
+        chosen[..., next(steps)] = 0.0
+        return chosen
+
+    model.text_logits = scripted
+
+
+def kinds(events) -> list[str]:
+    return [type(event).__name__ for event in events]
+
+
+def text_ids(model, text: str) -> list[int]:
+    return model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def eos(model) -> int:
+    return model.processor.tokenizer.eos_token_id
+
+
+def test_a_text_only_reply_streams_deltas_then_done(model):
+    words = text_ids(model, " a small red circle")
+    script(model, words + [eos(model)])
+    events = list(stream_generate(model, CHAT, GenerationConfig(seed=0)))
+    assert set(kinds(events[:-1])) == {"TextDelta"}
+    assert events[-1] == Done(0, END_OF_TURN)
+    assert "".join(event.text for event in events[:-1]) == " a small red circle"
+    assert sum((event.token_ids for event in events[:-1]), []) == words
+
+
+def test_text_then_an_image_then_text(model):
+    start = model.processor.image_start_id
+    script(model, text_ids(model, " Here:") + [start] + text_ids(model, " done") + [eos(model)])
+    events = list(stream_generate(model, CHAT, GenerationConfig(seed=0, previews=True)))
+    order = kinds(events)
+    first_image = order.index("ImageStarted")
+    assert set(order[:first_image]) == {"TextDelta"}
+    assert order[first_image + 1:first_image + 6] == ["ScalePreview"] * 5  # one per scale of the tiny tokenizer
+    finished = next(event for event in events if isinstance(event, ImageFinished))
+    assert finished.image.size == (32, 32)
+    assert [tuple(codes.shape) for codes in finished.tokens.codes] == [(1, s, s) for s in (1, 2, 3, 5, 8)]
+    assert finished.tokens.residual.shape == (1, 8, 8, 8)
+    after = [event.text for event in events[events.index(finished):] if isinstance(event, TextDelta)]
+    assert "".join(after) == " done"
+    assert events[-1] == Done(0, END_OF_TURN)
+
+
+def test_several_images_in_one_answer_and_the_image_limit(model):
+    start = model.processor.image_start_id
+    plan = [start] + text_ids(model, " and") + [start, eos(model)]
+    script(model, plan)
+    replies = generate(model, CHAT, GenerationConfig(seed=0, max_images=2))
+    assert [part["type"] for part in replies[0].parts] == ["image", "text", "image"]
+    assert replies[0].reason == END_OF_TURN
+    script(model, plan)
+    replies = generate(model, CHAT, GenerationConfig(seed=0, max_images=1))
+    assert len(replies[0].images) == 1 and replies[0].reason == MAX_IMAGES
+
+
+def test_a_forced_image_comes_first(model):
+    events = list(stream_generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=0)))
+    assert isinstance(events[0], ImageStarted)
+    assert isinstance(events[1], ImageFinished)
+    assert events[-1].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)
+
+
+def test_max_new_tokens_and_stop_strings_end_the_reply(model):
+    script(model, text_ids(model, " one two three four five six"))
+    reply = generate(model, CHAT, GenerationConfig(seed=0, max_new_tokens=3))[0]
+    assert reply.reason == MAX_TOKENS and reply.text == " one two three"
+    script(model, text_ids(model, " one two three four five six"))
+    reply = generate(model, CHAT, GenerationConfig(seed=0, stop_strings=("three",)))[0]
+    assert reply.reason == STOP_STRING and reply.text == " one two "
+
+
+def test_same_seed_same_output_other_seed_other_output(model):
+    def run(seed):
+        config = GenerationConfig(seed=seed, force_image=True, max_new_tokens=6, temperature=1.0)
+        return generate(model, CHAT, config)[0]
+
+    first, again, other = run(3), run(3), run(4)
+    assert first.text == again.text
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(again.images[0]))
+    assert all(torch.equal(a, b) for a, b in zip(first.image_tokens[0].codes, again.image_tokens[0].codes))
+    assert not all(torch.equal(a, b) for a, b in zip(first.image_tokens[0].codes, other.image_tokens[0].codes))
+
+
+def test_cfg_scale_one_is_conditional_only_and_larger_scales_guide(model):
+    def greedy_codes_and_logits(cfg_scale):
+        seen = {"image": [], "image_guided": []}
+        config = GenerationConfig(seed=0, force_image=True, max_new_tokens=0, cfg_scale=cfg_scale,
+                                  image_temperature=0.0)
+        events = list(stream_generate(model, CHAT, config, logits_hook=lambda kind, x: seen.get(kind, []).append(x)))
+        tokens = next(event for event in events if isinstance(event, ImageFinished)).tokens
+        return tokens.codes, seen
+
+    codes, seen = greedy_codes_and_logits(1.0)
+    assert not seen["image_guided"]  # no unconditional branch runs at all
+    for scale_codes, conditional in zip(codes, seen["image"]):
+        assert torch.equal(scale_codes.flatten(), conditional.argmax(-1).flatten())
+    codes, seen = greedy_codes_and_logits(4.0)
+    for scale_codes, guided in zip(codes, seen["image_guided"]):
+        assert torch.equal(scale_codes.flatten(), guided.argmax(-1).flatten())
+    assert any(not torch.equal(g.argmax(-1), c.argmax(-1)) for g, c in zip(seen["image_guided"], seen["image"]))
+    conditional, unconditional = torch.randn(3, 5), torch.randn(3, 5)
+    assert torch.equal(guide(conditional, unconditional, 0.0), conditional)
+
+
+def test_zero_residual_steps_is_discrete_only_decoding(model):
+    config = GenerationConfig(seed=0, force_image=True, max_new_tokens=0, residual_steps=0)
+    reply = generate(model, CHAT, config)[0]
+    tokens = reply.image_tokens[0]
+    assert torch.count_nonzero(tokens.residual) == 0
+    expected = model.image_tokenizer.decode_to_images(tokens, use_residual=False)[0]
+    assert np.array_equal(np.asarray(reply.images[0]), np.asarray(expected))
+    with_residual = generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=0))[0]
+    assert torch.count_nonzero(with_residual.image_tokens[0].residual) > 0
+
+
+def test_cached_logits_inside_generation_match_a_full_forward(model):
+    seen = {"text": [], "image": []}
+    config = GenerationConfig(seed=0, force_image=True, max_new_tokens=1, temperature=0.0, cfg_scale=3.0)
+    events = list(stream_generate(model, CHAT, config, logits_hook=lambda kind, x: seen.get(kind, []).append(x)))
+    finished = next(event for event in events if isinstance(event, ImageFinished))
+    conversation = CHAT + [{"role": "assistant", "content": [{"type": "image", "image": finished.image}]}]
+    batch = model.processor(conversation)
+    with torch.no_grad():
+        output = model(batch, finished.tokens)
+    full_image_logits = output.image_logits[:sum(s * s for s in model.image_tokenizer.config.scales)]
+    cached_image_logits = torch.cat([logits.flatten(0, 1) for logits in seen["image"]])
+    assert (full_image_logits - cached_image_logits).abs().max() < 1e-4
+    image_end = batch.input_ids[0].tolist().index(model.processor.image_end_id)
+    # seen["text"][0] chose the forced <|image_start|>; [1] is the first text choice after the image.
+    assert (output.text_logits[0, image_end] - seen["text"][1][0]).abs().max() < 1e-4
+
+
+def test_n_images_for_one_prompt_in_one_batched_run(model):
+    config = GenerationConfig(seed=0, force_image=True, max_new_tokens=2, num_sequences=3, temperature=1.0)
+    replies = generate(model, CHAT, config)
+    assert len(replies) == 3 and all(len(reply.images) == 1 for reply in replies)
+    codes = [torch.cat([c.flatten() for c in reply.image_tokens[0].codes]) for reply in replies]
+    assert not (torch.equal(codes[0], codes[1]) and torch.equal(codes[1], codes[2]))
+
+
+def test_cancelling_from_another_thread_stops_within_one_forward(model):
+    cancel = threading.Event()
+    forwards = {"after_cancel": 0}
+    original_extend = model.extend
+
+    def counted_extend(*args, **kwargs):
+        if cancel.is_set():
+            forwards["after_cancel"] += 1
+        return original_extend(*args, **kwargs)
+
+    model.extend = counted_extend
+    events = []
+
+    def consume():
+        for event in stream_generate(model, CHAT, GenerationConfig(seed=0, force_image=True, previews=True), cancel):
+            events.append(event)
+            if isinstance(event, ScalePreview) and event.scale_index == 1:
+                threading.Thread(target=cancel.set).start()
+                while not cancel.is_set():
+                    pass
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert forwards["after_cancel"] == 0  # the loop checks before every forward
+    assert events[-1] == Done(0, CANCELLED)
+    assert not any(isinstance(event, ImageFinished) for event in events)
+
+
+def test_bad_requests_raise_clear_errors(model):
+    with pytest.raises(ConversationError, match="empty"):
+        list(stream_generate(model, [], GenerationConfig()))
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationConfig(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationConfig(top_p=0)
+    with pytest.raises(ValueError, match="image_top_k has 2 values"):
+        generate(model, CHAT, GenerationConfig(force_image=True, image_top_k=(10, 20), max_new_tokens=0))
+    with pytest.raises(ConversationError, match="role"):
+        list(stream_generate(model, [{"role": "robot", "content": "hi"}]))
+
+
+def test_reply_tokens_round_trip_into_the_next_turn(model):
+    reply = generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=3))[0]
+    assert isinstance(reply.image_tokens[0], HybridTokens)
+    follow_up = CHAT + [reply.as_message(), {"role": "user", "content": "Now make it blue."}]
+    again = generate(model, follow_up, GenerationConfig(seed=1, max_new_tokens=3, max_images=0))
+    assert again[0].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)

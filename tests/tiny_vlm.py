@@ -1,0 +1,35 @@
+"""A tiny random UnifiedVLM (2-layer Llama, hidden 32) with the real SmolLM2 text tokenizer."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image, ImageDraw
+
+from vlm.residual_head import ResidualHeadConfig
+from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
+
+
+def tiny_model(tiny_parts, **overrides) -> UnifiedVLM:
+    backbone_dir, tokenizer_dir = tiny_parts
+    values = dict(backbone=str(backbone_dir), lora_rank=4, condition_dropout=0.0,
+                  residual_head=ResidualHeadConfig(latent_channels=8, condition_channels=32, width=32, depth=1))
+    values.update(overrides)
+    torch.manual_seed(0)
+    return UnifiedVLM.from_backbone(UnifiedVLMConfig(**values), tokenizer_dir)
+
+
+def drawing_chat():
+    image = Image.new("RGB", (32, 32), "white")
+    ImageDraw.Draw(image).ellipse((6, 6, 26, 26), fill="red")
+    return [{"role": "user", "content": "Draw a red circle."},
+            {"role": "assistant", "content": [{"type": "text", "text": "Here it is:"},
+                                              {"type": "image", "image": image}]}]
+
+
+def perturbed(model: UnifiedVLM) -> UnifiedVLM:
+    """Move the zero-initialised parts (LoRA B, new layers) so equalities are not trivially true."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.eval()

@@ -1,0 +1,77 @@
+"""The state of an incremental decode: the backbone's KV cache plus what the mask needs.
+
+Generation feeds the decoder chunk by chunk (a text token, a whole scale block, a final
+block), several sequences at once, each at its own length. The block-causal rule needs to
+know, for every cached key, its block id and whether a row may see it at all: padding
+slots (rows that fed fewer positions than others in a chunk) never are, and the
+unconditional rows of classifier-free guidance hide the conversation before their
+`<|image_start|>`, exactly as condition dropout does in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class DecodingCache:
+    past: DynamicCache
+    key_blocks: torch.Tensor  # (B, K) block id of every cached key
+    key_visible: torch.Tensor  # (B, K) bool: False for padding and for keys hidden from that row
+    next_position: torch.Tensor  # (B,) position id of each row's next real position
+    next_block: torch.Tensor  # (B,) block id of each row's next block
+
+    @property
+    def batch_size(self) -> int:
+        return self.key_blocks.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.key_blocks.shape[1]
+
+    def attention_mask(self, query_blocks: torch.Tensor, query_valid: torch.Tensor,
+                       dtype: torch.dtype) -> torch.Tensor:
+        """Additive (B, 1, Q, K + Q) mask for new queries against the cache plus themselves."""
+        key_blocks = torch.cat([self.key_blocks, query_blocks], dim=1)
+        key_visible = torch.cat([self.key_visible, query_valid], dim=1)
+        allowed = (key_blocks[:, None, :] <= query_blocks[:, :, None]) & key_visible[:, None, :]
+        # A padded query's output is never used; letting it see everything avoids all-masked rows (NaNs).
+        allowed = allowed | ~query_valid[:, :, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[:, None]
+
+    def append(self, query_blocks: torch.Tensor, query_valid: torch.Tensor) -> None:
+        """Record the keys the last forward added (the KV tensors are already in `past`)."""
+        self.key_blocks = torch.cat([self.key_blocks, query_blocks], dim=1)
+        self.key_visible = torch.cat([self.key_visible, query_valid], dim=1)
+        counts = query_valid.sum(dim=1)
+        self.next_position = self.next_position + counts
+        last_blocks = torch.where(query_valid, query_blocks, torch.full_like(query_blocks, -1)).amax(dim=1)
+        self.next_block = torch.where(counts > 0, last_blocks + 1, self.next_block)
+
+    def select(self, rows: torch.Tensor) -> DecodingCache:
+        """A new cache made of these rows (repeats allowed), sharing nothing with this one."""
+        past = DynamicCache()
+        for layer_index, layer in enumerate(self.past.layers):
+            past.update(layer.keys[rows].clone(), layer.values[rows].clone(), layer_index)
+        return DecodingCache(past, self.key_blocks[rows].clone(), self.key_visible[rows].clone(),
+                             self.next_position[rows].clone(), self.next_block[rows].clone())
+
+    def hide_before(self, key_index: torch.Tensor) -> None:
+        """Row i no longer sees keys before `key_index[i]` (the unconditional branch of CFG)."""
+        columns = torch.arange(self.length, device=self.key_visible.device)
+        self.key_visible = self.key_visible & (columns[None, :] >= key_index[:, None])
+
+
+def empty_cache(batch_size: int, device: torch.device) -> DecodingCache:
+    return DecodingCache(
+        DynamicCache(),
+        torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+        torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+        torch.zeros(batch_size, dtype=torch.long, device=device),
+        torch.zeros(batch_size, dtype=torch.long, device=device),
+    )
