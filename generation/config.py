@@ -20,7 +20,10 @@ class GenerationConfig:
     """
 
     max_new_tokens: int = 256  # text tokens of the reply (image tokens do not count)
-    max_images: int = 4  # a reply that asks for one more image than this ends ("max_images")
+    min_new_tokens: int = 0  # end-of-turn tokens are suppressed until the reply has this many text tokens
+    # A reply that asks for one more image than this ends there ("max_images"); 0 means text only:
+    # the model is not allowed to start an image at all.
+    max_images: int = 4
     temperature: float = 0.7  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
@@ -43,6 +46,8 @@ class GenerationConfig:
         problems = []
         if self.max_new_tokens < 0:
             problems.append(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= max(self.max_new_tokens, 0):
+            problems.append(f"min_new_tokens must lie in [0, max_new_tokens], got {self.min_new_tokens}")
         if self.max_images < 0:
             problems.append(f"max_images must be >= 0, got {self.max_images}")
         if self.temperature < 0:

@@ -134,6 +134,10 @@ class InterleavedGenerator:
         config = self.config
         logits_V = logits_V.float().clone()
         logits_V[self.blocked_ids] = float("-inf")
+        if config.max_images == 0:  # a text-only request: the model cannot start an image
+            logits_V[self.image_start_id] = float("-inf")
+        if row.new_tokens < config.min_new_tokens:
+            logits_V[list(self.stop_ids)] = float("-inf")
         logits_V = penalise_repeats(logits_V, row.seen_ids, config.repetition_penalty)
         scores = filter_logits(logits_V[None], config.temperature, config.top_k, config.top_p)
         return int(_gumbel_sample(scores, config.temperature, self.generator)[0])
@@ -160,7 +164,7 @@ class InterleavedGenerator:
 
     # ----- the loop -----
 
-    @torch.no_grad()  # on a generator, torch switches gradients off only while it runs, not between events
+    @torch.inference_mode()  # on a generator, torch applies it only while the generator runs, not between events
     def stream(self, conversations: Sequence[list]) -> Iterator[Event]:
         model, config = self.model, self.config
         batch = model.processor(list(conversations), add_generation_prompt=True)
@@ -284,8 +288,9 @@ class InterleavedGenerator:
         end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
         for position, index in enumerate(indices):
             row = rows[index]
-            tokens = HybridTokens([scale_codes[position:position + 1] for scale_codes in codes],
-                                  residual[position:position + 1].float())
+            with torch.inference_mode(False):  # ordinary tensors, usable in training code afterwards
+                tokens = HybridTokens([scale_codes[position:position + 1].clone() for scale_codes in codes],
+                                      residual[position:position + 1].float().clone())
             yield ImageFinished(index, row.images, images[position], tokens)
             row.images += 1
             row.segment_ids, row.emitted = [], ""

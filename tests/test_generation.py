@@ -228,3 +228,11 @@ def test_reply_tokens_round_trip_into_the_next_turn(model):
     follow_up = CHAT + [reply.as_message(), {"role": "user", "content": "Now make it blue."}]
     again = generate(model, follow_up, GenerationConfig(seed=1, max_new_tokens=3, max_images=0))
     assert again[0].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)
+
+
+def test_returned_tokens_are_ordinary_tensors_usable_for_training(model):
+    tokens = generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=0))[0].image_tokens[0]
+    assert not tokens.residual.is_inference() and not tokens.codes[0].is_inference()
+    weight = torch.ones(1, requires_grad=True)
+    (tokens.residual * weight).sum().backward()  # would fail for inference-mode tensors
+    assert weight.grad is not None

@@ -18,10 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import TrainableTokensWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
+from vlm.attention import select_attention
 from vlm.backbone import DEFAULT_BACKBONE, load_backbone
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
@@ -36,6 +39,7 @@ LAYERS_NAME = "image_layers.safetensors"
 ADAPTER_NAME = "adapter.safetensors"
 BACKBONE_WEIGHTS_NAME = "backbone.safetensors"
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -52,6 +56,7 @@ class UnifiedVLMConfig:
     condition_dropout: float = 0.1
     image_loss_weight: float = 1.0
     residual_loss_weight: float = 1.0
+    attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
     residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class UnifiedVLM(nn.Module):
                               trainable_token_indices={"embed_tokens": new_rows} if new_rows else None)
             backbone = get_peft_model(backbone, lora)
         self.backbone = backbone
+        self._adapters_folded = False  # see train()
+        self._adapter_wrappers: list[tuple[nn.Module, str, nn.Module]] = []
         self.image_embedder = ImageEmbedder(tokenizer_config.latent_channels, hidden,
                                             len(tokenizer_config.scales) + 1, config.num_position_frequencies)
         self.image_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, tokenizer_config.codebook_size))
@@ -111,6 +118,10 @@ class UnifiedVLM(nn.Module):
         """A new model around a stock backbone: image layers untrained, adapters at zero."""
         config = config or UnifiedVLMConfig()
         backbone, text_tokenizer = load_backbone(config.backbone, dtype)
+        if config.attention == "auto":
+            select_attention(backbone)
+        else:
+            backbone.set_attn_implementation(config.attention)
         tokenizer = HybridTokenizer.from_pretrained(image_tokenizer)
         processor = VLMProcessor(text_tokenizer, tokenizer.config.scales, tokenizer.config.image_size)
         if config.residual_head.condition_channels != backbone.config.hidden_size:
@@ -118,18 +129,47 @@ class UnifiedVLM(nn.Module):
         return cls(config, backbone, processor, tokenizer)
 
     def train(self, mode: bool = True) -> UnifiedVLM:
-        """Also merges the LoRA adapters (and new token rows) into the backbone for inference and
-        takes them out again for training: unmerged, peft rebuilds the whole embedding matrix
-        and runs every adapter on each forward, which makes decoding ~3x slower on a CPU."""
+        """Also folds the LoRA adapters (and new token rows) into the backbone for inference and
+        takes them out again for training.
+
+        Unmerged, peft rebuilds the whole embedding matrix and runs every adapter on each
+        forward (decoding ~3x slower on a CPU); merged but still wrapped, its wrappers cost
+        ~4% per token. So eval() merges and then swaps each wrapper for its base layer, and
+        train() puts the wrappers back and unmerges. Saving works in either mode.
+        """
         super().train(mode)
         self.image_tokenizer.eval()  # frozen, always
-        if isinstance(self.backbone, PeftModel) and getattr(self, "_adapters_merged", False) == mode:
+        if isinstance(self.backbone, PeftModel) and self._adapters_folded == mode:
             if mode:
+                self._attach_adapter_wrappers()
                 self.backbone.unmerge_adapter()
             else:
                 self.backbone.merge_adapter()
-            self._adapters_merged = not mode
+                self._detach_adapter_wrappers()
+            self._adapters_folded = not mode
         return self
+
+    def _detach_adapter_wrappers(self) -> None:
+        swaps = []
+        for name, module in self.language_model.named_modules():
+            if any(name.startswith(swapped + ".") for swapped, *_ in swaps):
+                continue  # inside a wrapper already swapped out
+            if isinstance(module, TrainableTokensWrapper):
+                base = module.token_adapter.get_base_layer()
+            elif isinstance(module, BaseTunerLayer):
+                base = module.get_base_layer()
+            else:
+                continue
+            parent_name, _, attribute = name.rpartition(".")
+            swaps.append((name, self.language_model.get_submodule(parent_name), attribute, module, base))
+        for _, parent, attribute, _, base in swaps:
+            setattr(parent, attribute, base)
+        self._adapter_wrappers = [(parent, attribute, wrapper) for _, parent, attribute, wrapper, _ in swaps]
+
+    def _attach_adapter_wrappers(self) -> None:
+        for parent, attribute, wrapper in self._adapter_wrappers:
+            setattr(parent, attribute, wrapper)
+        self._adapter_wrappers = []
 
     @property
     def language_model(self) -> nn.Module:
@@ -172,7 +212,7 @@ class UnifiedVLM(nn.Module):
                     image_input.to(embeddings.dtype)
         return embeddings
 
-    def run_decoder(self, embeddings: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor,
+    def run_decoder(self, embeddings: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor,
                     past: DynamicCache | None = None) -> torch.Tensor:
         """The backbone's transformer without its LM head: (B, Q, hidden) last hidden states.
 
@@ -180,8 +220,8 @@ class UnifiedVLM(nn.Module):
         vocabulary-sized projection at every image position.
         """
         output = self.language_model.get_decoder()(
-            inputs_embeds=embeddings, attention_mask=mask.to(self.device), position_ids=position_ids.to(self.device),
-            past_key_values=past, use_cache=past is not None)
+            inputs_embeds=embeddings, attention_mask=None if mask is None else mask.to(self.device),
+            position_ids=position_ids.to(self.device), past_key_values=past, use_cache=past is not None)
         return output.last_hidden_state
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -227,7 +267,10 @@ class UnifiedVLM(nn.Module):
             else valid.to(self.device)
         query_blocks = cache.next_block[:, None] + block_offsets
         positions = (cache.next_position[:, None] + valid.long().cumsum(dim=1) - 1).clamp(min=0)
-        mask = cache.attention_mask(query_blocks, valid, embeddings.dtype)
+        if length == 1 and bool(valid.all()) and bool(cache.key_visible.all()):
+            mask = None  # one new token that may see everything: plain causal attention, SDPA's fast path
+        else:
+            mask = cache.attention_mask(query_blocks, valid, embeddings.dtype)
         hidden = self.run_decoder(embeddings, mask, positions, cache.past)
         cache.append(query_blocks, valid)
         return hidden
@@ -310,7 +353,11 @@ class UnifiedVLM(nn.Module):
         layers |= {f"residual_head.{k}": v for k, v in self.residual_head.state_dict().items()}
         if self.config.finetune == "lora":
             # Only the adapters and the trained new token rows: the stock embedding matrix is not copied.
+            detached = bool(self._adapter_wrappers)
+            self._attach_adapter_wrappers()
             adapters = get_peft_model_state_dict(self.backbone, save_embedding_layers=False)
+            if detached:
+                self._detach_adapter_wrappers()
             return {LAYERS_NAME: layers, ADAPTER_NAME: adapters}
         return {LAYERS_NAME: layers, BACKBONE_WEIGHTS_NAME: self.backbone.state_dict()}
 
@@ -327,8 +374,12 @@ class UnifiedVLM(nn.Module):
         self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
-        directory = Path(directory)
+    def from_pretrained(cls, directory: str | Path | None = None, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
+        """Load a folder written by `save_pretrained`; None loads the shipped default model."""
+        if directory is None and not (DEFAULT_MODEL_PATH / CONFIG_NAME).is_file():
+            raise CheckpointError(f"no default model is shipped in this install ({DEFAULT_MODEL_PATH}); "
+                                  "pass the folder of a trained model")
+        directory = Path(directory) if directory is not None else DEFAULT_MODEL_PATH
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise CheckpointError(f"'{directory}' is not a hybrid-vlm model folder (no {CONFIG_NAME})")

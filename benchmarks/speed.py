@@ -1,0 +1,201 @@
+"""Generation speed on this machine: next-scale images against a raster baseline, and text.
+
+    python -m benchmarks.speed [--model PATH] [--json PATH]
+
+- `ms_per_image_next_scale`: one 64x64 image by next-scale prediction (one forward per
+  scale over the KV cache), CFG on, N residual steps, decoded to pixels, and its final
+  block fed back: the time between the loop's ImageStarted and ImageFinished events.
+- `ms_per_image_raster`: the same work done raster-order: one forward per image token
+  (the same number of tokens, 1 + 4 + ... + 64), the same backbone, cache, CFG branch,
+  residual head and decoding.
+- `text_tokens_per_s` / `hf_generate_tokens_per_s`: greedy text of a fixed length through
+  our loop and through the stock backbone's own `generate()` on the same prompt.
+
+Every number is the median of `--repeats` runs after a warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
+from generation.sampling import filter_logits, guide
+from vlm.backbone import load_backbone
+from vlm.decoding_cache import DecodingCache, empty_cache
+from vlm.image_io import tensor_to_pil
+from vlm.tokenizer import CheckpointError
+from vlm.unified_model import UnifiedVLM
+
+logger = logging.getLogger(__name__)
+
+IMAGE_PROMPT = [{"role": "user", "content": "Draw a red apple."}]
+TEXT_PROMPT = [{"role": "user", "content": "Tell me about the history of the bicycle."}]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model folder (save_pretrained); default: the shipped default model, or the untrained "
+                             "default architecture when none is shipped (speed does not depend on the weights)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+    parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale for images")
+    parser.add_argument("--residual-steps", type=int, default=8, help="residual head sampling steps")
+    parser.add_argument("--text-tokens", type=int, default=64, help="length of the timed text replies")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+def load_model(path: Path | None) -> tuple[UnifiedVLM, str]:
+    if path is not None:
+        return UnifiedVLM.from_pretrained(path), str(path)
+    try:
+        return UnifiedVLM.from_pretrained(), "shipped default model"
+    except CheckpointError:
+        return UnifiedVLM.from_backbone().eval(), "default architecture, untrained image layers (none shipped yet)"
+
+
+def median_of(function, repeats: int) -> float:
+    function()  # warm-up
+    return statistics.median(function() for _ in range(repeats))
+
+
+def next_scale_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: int, seed: int) -> float:
+    config = GenerationConfig(force_image=True, max_new_tokens=0, cfg_scale=cfg_scale,
+                              residual_steps=residual_steps, seed=seed)
+    started = finished = None
+    for event in stream_generate(model, IMAGE_PROMPT, config):
+        if isinstance(event, ImageStarted):
+            started = time.perf_counter()
+        elif isinstance(event, ImageFinished):
+            finished = time.perf_counter()
+    return finished - started
+
+
+@torch.no_grad()
+def raster_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: int, seed: int) -> float:
+    """Raster-order baseline: every image token is its own block and its own forward."""
+    generator = torch.Generator().manual_seed(seed)
+    processor, embedder = model.processor, model.image_embedder
+    scales = model.image_tokenizer.config.scales
+    codebook = model.image_tokenizer.quantizer.codebook.weight
+    _, cache = model.start_decoding(processor(IMAGE_PROMPT, add_generation_prompt=True))
+    started = time.perf_counter()
+    unconditional = empty_cache(1, model.device)
+    unconditional.next_position, unconditional.next_block = cache.next_position.clone(), cache.next_block.clone()
+    caches: list[DecodingCache] = [cache, unconditional] if cfg_scale != 1 else [cache]
+    one = torch.zeros(1, 1, dtype=torch.long)
+    start_id = torch.tensor([[processor.image_start_id]])
+    for branch in caches:
+        model.extend(branch, model.language_model.get_input_embeddings()(start_id), one)
+    places = []
+    for level, size in enumerate(scales):
+        centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).view(-1, 2)
+        places.append(embedder.place(torch.full((size * size,), level, dtype=torch.long), grid))
+    places = torch.cat(places)
+    next_input = embedder.start[None, None] + places[0]
+    last_hidden = []
+    for index in range(places.shape[0]):
+        hidden = [model.extend(branch, next_input, one) for branch in caches]
+        logits = model.image_head(hidden[0][:, -1])
+        if len(hidden) == 2:
+            logits = guide(logits, model.image_head(hidden[1][:, -1]), (cfg_scale - 1) * index / places.shape[0])
+        scores = filter_logits(logits, 1.0, 0, 1.0)
+        code = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
+        if index >= places.shape[0] - scales[-1] ** 2:
+            last_hidden.append((hidden[0][0, -1], hidden[-1][0, -1], code))
+        if index + 1 < places.shape[0]:
+            next_input = (embedder.content(codebook[code]) + places[index + 1])[None]
+    # The rest is the same work as the next-scale path: residual head, decode, final block.
+    side = scales[-1]
+    codes = torch.stack([code for _, _, code in last_hidden]).view(1, side, side)
+    condition = model.residual_condition(torch.stack([h for h, _, _ in last_hidden]), codes.flatten())
+    unconditional_condition = model.residual_condition(torch.stack([h for _, h, _ in last_hidden]), codes.flatten())
+    residual = torch.zeros(side * side, codebook.shape[1])
+    if residual_steps:
+        residual = model.residual_head.sample(condition, residual_steps, generator, unconditional_condition,
+                                              cfg_scale - 1)
+    latent = model.image_tokenizer.quantizer.embed(codes).float() + residual.view(1, side, side, -1).permute(0, 3, 1, 2)
+    tensor_to_pil(model.image_tokenizer.decode_latent(latent))
+    final = model.image_block_embeddings(len(scales), latent)
+    model.extend(cache, final, torch.zeros(1, final.shape[1], dtype=torch.long))
+    return time.perf_counter() - started
+
+
+def our_text_seconds(model: UnifiedVLM, tokens: int) -> tuple[float, int]:
+    config = GenerationConfig(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens, max_images=0)
+    started = time.perf_counter()
+    count = sum(len(event.token_ids) for event in stream_generate(model, TEXT_PROMPT, config)
+                if isinstance(event, TextDelta))
+    return time.perf_counter() - started, count
+
+
+@torch.no_grad()
+def hf_text_seconds(stock: AutoModelForCausalLM, prompt_ids: torch.Tensor, tokens: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    output = stock.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
+                            max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=stock.config.eos_token_id)
+    return time.perf_counter() - started, output.shape[1] - prompt_ids.shape[1]
+
+
+def run(model: UnifiedVLM, stock: AutoModelForCausalLM, args: argparse.Namespace) -> dict[str, float]:
+    seeds = iter(range(10_000))
+    next_scale = median_of(lambda: next_scale_image_seconds(model, args.cfg_scale, args.residual_steps,
+                                                            next(seeds)), args.repeats)
+    raster = median_of(lambda: raster_image_seconds(model, args.cfg_scale, args.residual_steps, next(seeds)),
+                       args.repeats)
+    tokenizer = model.processor.tokenizer
+    prompt_ids = tokenizer.apply_chat_template(TEXT_PROMPT, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)["input_ids"]
+    ours, hf = [], []
+    our_text_seconds(model, args.text_tokens)
+    hf_text_seconds(stock, prompt_ids, args.text_tokens)
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
+        seconds, count = our_text_seconds(model, args.text_tokens)
+        ours.append(count / seconds)
+        seconds, count = hf_text_seconds(stock, prompt_ids, args.text_tokens)
+        hf.append(count / seconds)
+    return {
+        "ms_per_image_next_scale": 1000 * next_scale,
+        "ms_per_image_raster": 1000 * raster,
+        "text_tokens_per_s": statistics.median(ours),
+        "hf_generate_tokens_per_s": statistics.median(hf),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, description = load_model(args.model)
+    stock, _ = load_backbone(model.config.backbone)
+    stock.eval()
+    results = run(model, stock, args)
+    scales = model.image_tokenizer.config.scales
+    print(f"model: {description}; {torch.get_num_threads()} CPU threads; median of {args.repeats} runs")
+    print(f"image: {model.image_tokenizer.config.image_size}px, scales {scales}, cfg {args.cfg_scale}, "
+          f"{args.residual_steps} residual steps; text: {args.text_tokens} greedy tokens\n")
+    print("| measurement | value |\n|---|---|")
+    print(f"| ms per image, next-scale ({len(scales)} forwards) | {results['ms_per_image_next_scale']:.1f} |")
+    print(f"| ms per image, raster ({sum(s * s for s in scales)} forwards) | {results['ms_per_image_raster']:.1f} |")
+    print(f"| speed-up of next-scale | {results['ms_per_image_raster'] / results['ms_per_image_next_scale']:.1f}x |")
+    print(f"| text tokens/s, our loop | {results['text_tokens_per_s']:.1f} |")
+    print(f"| text tokens/s, backbone generate() | {results['hf_generate_tokens_per_s']:.1f} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

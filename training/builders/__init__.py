@@ -1,0 +1,1 @@
+"""Seeded builders of training conversations (JSONL + PNGs); see `python -m training.build_data`."""

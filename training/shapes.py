@@ -1,0 +1,146 @@
+"""A procedural shapes world: scenes of coloured shapes, rendered, described and asked about.
+
+Everything is exact and seeded, so the same code makes training data, evaluation prompts
+and the ground truth a colour-segmentation detector is checked against. Colours are far
+apart in RGB and shapes are drawn flat on white, so a scene can be read back from pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 70, 220),
+    "yellow": (245, 200, 20),
+    "purple": (140, 50, 180),
+    "orange": (245, 120, 20),
+}
+SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
+SIZES = {"small": 0.22, "large": 0.38}  # share of the canvas side
+NUMBER_WORDS = ("zero", "one", "two", "three", "four")
+POSITIONS = {"on the left": (0.27, 0.5), "on the right": (0.73, 0.5), "at the top": (0.5, 0.27),
+             "at the bottom": (0.5, 0.73), "in the middle": (0.5, 0.5)}
+RENDER_SCALE = 4  # draw at 4x and downsample: smooth edges at 64px
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    colour: str
+    size: str
+    x: float  # centre, share of the canvas width
+    y: float
+
+    @property
+    def phrase(self) -> str:
+        return f"{self.size} {self.colour} {self.kind}"
+
+
+def _polygon(kind: str, cx: float, cy: float, radius: float) -> list[tuple[float, float]]:
+    if kind == "square":
+        r = radius * 0.85
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if kind == "triangle":
+        return [(cx + radius * math.cos(math.radians(a)), cy - radius * math.sin(math.radians(a)))
+                for a in (90, 210, 330)]
+    if kind == "diamond":
+        return [(cx, cy - radius), (cx + radius * 0.7, cy), (cx, cy + radius), (cx - radius * 0.7, cy)]
+    if kind == "star":
+        points = []
+        for index in range(10):
+            angle = math.radians(90 + index * 36)
+            r = radius if index % 2 == 0 else radius * 0.45
+            points.append((cx + r * math.cos(angle), cy - r * math.sin(angle)))
+        return points
+    if kind == "heart":
+        points = []
+        for index in range(40):
+            t = 2 * math.pi * index / 40
+            hx = 16 * math.sin(t) ** 3
+            hy = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+            points.append((cx + hx * radius / 17, cy - hy * radius / 17 - radius * 0.05))
+        return points
+    raise ValueError(f"unknown shape {kind!r}; known: {', '.join(SHAPES)}")
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, side: int) -> None:
+    """Draw one shape onto a canvas `side` pixels wide."""
+    cx, cy = shape.x * side, shape.y * side
+    radius = SIZES[shape.size] * side / 2
+    fill = COLOURS[shape.colour]
+    if shape.kind == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+    else:
+        draw.polygon(_polygon(shape.kind, cx, cy, radius), fill=fill)
+
+
+def render(shapes: list[Shape], size: int = 64) -> Image.Image:
+    canvas = Image.new("RGB", (size * RENDER_SCALE, size * RENDER_SCALE), "white")
+    draw = ImageDraw.Draw(canvas)
+    for shape in shapes:
+        draw_shape(draw, shape, size * RENDER_SCALE)
+    return canvas.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def random_shape(rng: random.Random, position: str | None = None, **fixed) -> Shape:
+    name = position or rng.choice(list(POSITIONS))
+    x, y = POSITIONS[name]
+    return Shape(fixed.get("kind") or rng.choice(SHAPES), fixed.get("colour") or rng.choice(list(COLOURS)),
+                 fixed.get("size") or rng.choice(list(SIZES)), x, y)
+
+
+def position_name(shape: Shape) -> str:
+    return min(POSITIONS, key=lambda name: (POSITIONS[name][0] - shape.x) ** 2 + (POSITIONS[name][1] - shape.y) ** 2)
+
+
+def random_scene(rng: random.Random, count: int | None = None) -> list[Shape]:
+    """1-3 shapes at distinct positions that do not overlap (left/right/top/bottom/middle never
+    overlap at these sizes except middle with the others, which is avoided)."""
+    count = count or rng.choice((1, 1, 2, 2, 3))
+    if count == 1:
+        names = [rng.choice(list(POSITIONS))]
+    else:
+        names = rng.sample([name for name in POSITIONS if name != "in the middle"], count)
+    return [random_shape(rng, name) for name in names]
+
+
+def describe(shapes: list[Shape]) -> str:
+    """One sentence that names every shape and where it is."""
+    parts = [f"a {shape.phrase} {position_name(shape)}" for shape in shapes]
+    if len(parts) == 1:
+        return f"{parts[0][0].upper()}{parts[0][1:]}."
+    return f"{', '.join(parts[:-1]).capitalize()} and {parts[-1]}."
+
+
+def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
+    """Question/answer pairs a viewer of the image can answer exactly."""
+    pairs = [("How many shapes are there?", f"There {'is' if len(shapes) == 1 else 'are'} "
+                                             f"{NUMBER_WORDS[len(shapes)]}.")]
+    kinds = [shape.kind for shape in shapes]
+    colours = [shape.colour for shape in shapes]
+    for shape in shapes:
+        if kinds.count(shape.kind) == 1:
+            pairs.append((f"What colour is the {shape.kind}?", f"It is {shape.colour}."))
+            pairs.append((f"Where is the {shape.kind}?", f"It is {position_name(shape)}."))
+        if colours.count(shape.colour) == 1:
+            pairs.append((f"What shape is the {shape.colour} one?", f"It is a {shape.kind}."))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def drawing_prompt(shapes: list[Shape], rng: random.Random) -> str:
+    """A request to draw this scene, in one of several phrasings."""
+    if len(shapes) == 1:
+        shape = shapes[0]
+        subject = f"a {shape.phrase} {position_name(shape)}" if rng.random() < 0.5 else f"a {shape.phrase}"
+    else:
+        subject = describe(shapes).rstrip(".")
+        subject = subject[0].lower() + subject[1:]
+    template = rng.choice(("Draw {}.", "Please draw {}.", "Can you draw {}?", "Show me {}.", "Make a picture of {}."))
+    return template.format(subject)
