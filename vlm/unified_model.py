@@ -374,8 +374,13 @@ class UnifiedVLM(nn.Module):
         self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path | None = None, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
-        """Load a folder written by `save_pretrained`; None loads the shipped default model."""
+    def from_pretrained(cls, directory: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                        for_training: bool = False) -> UnifiedVLM:
+        """Load a folder written by `save_pretrained`; None loads the shipped default model.
+
+        Returned in eval mode (adapters merged for speed), or with `for_training` in train
+        mode with the adapters never merged, so resumed training continues bit for bit.
+        """
         if directory is None and not (DEFAULT_MODEL_PATH / CONFIG_NAME).is_file():
             raise CheckpointError(f"no default model is shipped in this install ({DEFAULT_MODEL_PATH}); "
                                   "pass the folder of a trained model")
@@ -404,4 +409,4 @@ class UnifiedVLM(nn.Module):
                 model.backbone.load_state_dict(state)
             else:
                 model.load_state_dict(state, strict=False)
-        return model.eval()
+        return model if for_training else model.eval()

@@ -1,0 +1,128 @@
+"""The data format, the builders and the trainer, on tiny data and a tiny random backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from generation import GenerationConfig, generate
+from training import data as data_cli
+from training.build_data import main as build_main
+from training.builders.steps import PROCEDURES, step_images
+from training.data import DataError, load_jsonl, read_jsonl
+from training.train import main as train_main
+from vlm.unified_model import UnifiedVLM
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    build_main(["shapes", "--out", str(out), "--count", "12", "--seed", "1"])
+    return out / "shapes.jsonl"
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_validator_reports_every_bad_line_with_its_number(tmp_path, capsys):
+    (tmp_path / "ok.png").write_bytes(b"")  # exists but is not an image
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    path = write_lines(tmp_path / "chats.jsonl", [
+        good,
+        "{not json",
+        json.dumps({"messages": [{"role": "robot", "content": "hi"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+        json.dumps({"messages": [{"role": "assistant", "content": [{"type": "image", "path": "missing.png"}]}]}),
+        json.dumps({"messages": [{"role": "assistant", "content": [{"type": "image", "path": "ok.png"}]}]}),
+        "",
+        json.dumps({"messages": [{"role": "assistant", "content": [{"type": "video"}]}]}),
+    ])
+    conversations, problems = read_jsonl(path)
+    assert len(conversations) == 1
+    assert [problem.line for problem in problems] == [2, 3, 4, 5, 6, 8]
+    reasons = " | ".join(problem.reason for problem in problems)
+    for expected in ("not valid JSON", "role 'robot'", "no assistant message", "not found", "not a readable image",
+                     "must be \"text\" or \"image\""):
+        assert expected in reasons
+    assert data_cli.main(["validate", str(path)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{path}:2: not valid JSON" in printed and "1 good conversation(s)" in printed
+    with pytest.raises(DataError, match="6 bad line"):
+        load_jsonl(path)
+
+
+def test_builders_write_valid_data_with_images(shapes_data, tmp_path):
+    conversations = load_jsonl(shapes_data)
+    assert len(conversations) == 12
+    assert any(part["type"] == "image" for conversation in conversations for message in conversation
+               for part in message["content"])
+    build_main(["steps", "--out", str(tmp_path), "--count", "3", "--seed", "1"])
+    steps = load_jsonl(tmp_path / "steps.jsonl")
+    reply = steps[0][1]["content"]
+    assert [part["type"] for part in reply[1:3]] == ["text", "image"] and reply[1]["text"].startswith("Step 1:")
+    again = tmp_path / "again"
+    build_main(["steps", "--out", str(again), "--count", "3", "--seed", "1"])
+    assert (again / "steps.jsonl").read_text() == (tmp_path / "steps.jsonl").read_text()  # seeded
+
+
+def test_each_step_image_adds_to_the_drawing():
+    for procedure in PROCEDURES.values():
+        images = step_images(procedure(random.Random(0)))
+        painted = [sum(1 for pixel in image.getdata() if min(pixel) < 200) for image in images]
+        assert painted == sorted(painted) and painted[0] > 0, procedure.__name__
+
+
+def train(tiny_parts, data, out, *extra):
+    backbone_dir, _ = tiny_parts
+    train_main(["--data", str(data), "--output-dir", str(out), "--backbone", str(backbone_dir), "--lora-rank", "4",
+                "--batch-size", "2", "--gradient-accumulation", "1", "--log-every", "1",
+                "--no-sample-every-checkpoint", *extra])
+
+
+def losses(out):
+    with (out / "log.csv").open() as handle:
+        return [float(row["total"]) for row in csv.DictReader(handle)]
+
+
+def test_a_tiny_run_lowers_the_loss_and_its_model_generates(tiny_parts, shapes_data, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_parts, shapes_data, out, "--steps", "40", "--learning-rate", "1e-2", "--warmup-steps", "5",
+          "--finetune", "full",
+          "--checkpoint-every", "40")
+    curve = losses(out)
+    assert sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
+    assert (out / "loss_curve.png").is_file()
+    model = UnifiedVLM.from_pretrained(out / "model")
+    reply = generate(model, [{"role": "user", "content": "Draw a red circle."}],
+                     GenerationConfig(seed=0, force_image=True, max_new_tokens=3))[0]
+    assert len(reply.images) == 1
+
+
+def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, shapes_data, tmp_path):
+    common = ["--warmup-steps", "100", "--checkpoint-every", "2"]  # inside warm-up the schedule ignores --steps
+    train(tiny_parts, shapes_data, tmp_path / "straight", "--steps", "4", *common)
+    train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "2", *common)
+    train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "4", *common)
+    straight = load_file(str(tmp_path / "straight" / "model" / "adapter.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model" / "adapter.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)
+    assert losses(tmp_path / "straight")[2:] == pytest.approx(losses(tmp_path / "resumed")[2:], abs=1e-5)
+
+
+def test_bad_training_inputs_are_named(tiny_parts, tmp_path):
+    bad = write_lines(tmp_path / "bad.jsonl", ["{oops"])
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        train(tiny_parts, bad, tmp_path / "out", "--steps", "1")
+    config = tmp_path / "run.yaml"
+    config.write_text("data: x.jsonl\nlearning_rat: 1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        train_main(["--config", str(config), "--output-dir", str(tmp_path / "o")])

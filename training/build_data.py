@@ -1,0 +1,85 @@
+"""Build training conversations (JSONL + PNGs), seeded.
+
+    python -m training.build_data KIND --out DIR [--count N] [--seed S]
+    python -m training.build_data default --out data/default      # every kind, and mix.yaml for training
+
+KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
+questions about shape scenes), steps (step-by-step drawing instructions), chats (multi-turn
+chats with an image requested mid-way), text (text-only chats answered by the backbone),
+or default (all of them with the counts and weights of the default model's mix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from training.builders.chats import chat_conversations
+from training.builders.emoji import emoji_conversations
+from training.builders.shapes_chat import shapes_conversations
+from training.builders.steps import steps_conversations
+from training.builders.text import text_conversations
+from training.builders.writer import ConversationWriter
+
+logger = logging.getLogger(__name__)
+
+BUILDERS = {
+    "emoji": lambda rng, count, args: emoji_conversations(rng, count, args.split, args.image_size),
+    "shapes": lambda rng, count, args: shapes_conversations(rng, count, args.image_size),
+    "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
+    "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
+    "text": lambda rng, count, args: text_conversations(rng, count, args.backbone),
+}
+# The default model's mix: conversations built per kind, and sampling weights in training.
+DEFAULT_MIX = {"emoji": (6000, 3.0), "shapes": (6000, 3.0), "steps": (1500, 1.5), "chats": (2000, 1.0),
+               "text": (400, 1.0)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.build_data", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("kind", choices=[*BUILDERS, "default"], help="what to build (see above)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for KIND.jsonl and images/KIND/")
+    parser.add_argument("--count", type=int, default=None,
+                        help="conversations to build (default: the default mix's count for that kind)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed builds the same data")
+    parser.add_argument("--image-size", type=int, default=64, help="side of every image in pixels")
+    parser.add_argument("--split", choices=("train", "heldout"), default="train",
+                        help="OpenMoji split the emoji come from (evaluation uses heldout)")
+    parser.add_argument("--backbone", default=None, help="model that writes the text-only replies (default backbone)")
+    return parser.parse_args(argv)
+
+
+def build(kind: str, out: Path, count: int, seed: int, args: argparse.Namespace) -> Path:
+    # One RNG per kind, derived from the seed, so building one kind alone gives the same file.
+    rng = random.Random(f"{seed}-{kind}")
+    with ConversationWriter(out, kind) as writer:
+        for conversation in tqdm(BUILDERS[kind](rng, count, args), total=count, desc=kind):
+            writer.add(conversation)
+    logger.info("wrote %d conversations to %s", writer.count, writer.path)
+    return writer.path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    kinds = list(DEFAULT_MIX) if args.kind == "default" else [args.kind]
+    sources = []
+    for kind in kinds:
+        count = args.count if args.count is not None else DEFAULT_MIX[kind][0]
+        path = build(kind, args.out, count, args.seed, args)
+        sources.append({"path": path.name, "weight": DEFAULT_MIX[kind][1]})
+    if args.kind == "default":
+        mix = args.out / "mix.yaml"
+        mix.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))
+        print(f"wrote {mix}; train with: python -m training.train --data {mix}")
+
+
+if __name__ == "__main__":
+    main()

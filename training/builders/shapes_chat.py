@@ -1,0 +1,35 @@
+"""Shapes-world conversations: draw a described scene, caption an image, answer questions about it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from training.shapes import describe, drawing_prompt, questions, random_scene, render
+
+DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
+CAPTION_QUESTIONS = ("Describe this picture.", "What do you see?", "What is in this image?")
+
+
+def shapes_conversations(rng: random.Random, count: int, image_size: int = 64) -> Iterator[list[dict]]:
+    """A third each: text-to-image, captions, and question answering (1-2 questions per image)."""
+    for _ in range(count):
+        scene = random_scene(rng)
+        image = render(scene, image_size)
+        task = rng.random()
+        if task < 0.4:
+            yield [{"role": "user", "content": drawing_prompt(scene, rng)},
+                   {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+                                                     {"type": "image", "image": image}]}]
+        elif task < 0.65:
+            yield [{"role": "user", "content": [{"type": "image", "image": image},
+                                                {"type": "text", "text": rng.choice(CAPTION_QUESTIONS)}]},
+                   {"role": "assistant", "content": describe(scene)}]
+        else:
+            pairs = questions(scene, rng)[:rng.choice((1, 2))]
+            messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                                     {"type": "text", "text": pairs[0][0]}]},
+                        {"role": "assistant", "content": pairs[0][1]}]
+            for question, answer in pairs[1:]:
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            yield messages

@@ -1,0 +1,339 @@
+"""Instruction-tune the unified model on mixed text/image conversations.
+
+    python -m training.train --data data/default/mix.yaml --output-dir runs/model
+    python -m training.train --config my_run.yaml                    # the same flags as YAML/JSON keys
+    python -m training.train --init default --data my.jsonl --output-dir runs/mine   # fine-tune the default model
+    accelerate launch --config_file training/accelerate/ddp.yaml -m training.train --config my_run.yaml
+
+Running the same command again resumes from OUTPUT/checkpoint (model, optimizer,
+scheduler, RNG and data position). OUTPUT/model is the trained model: load it with
+`UnifiedVLM.from_pretrained`, `python -m chat --model OUTPUT/model` or
+`python app.py --model OUTPUT/model`. OUTPUT/log.csv has the losses, OUTPUT/loss_curve.png
+their plot, OUTPUT/samples/ images generated at each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from training.data import DataError, load_jsonl
+from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_PROMPTS = ["Draw a red circle.", "Draw a smiling face.", "How do I draw a house? Show me step by step."]
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # a JSONL file, or a YAML mix: {"sources": [{"path": ..., "weight": ...}]}
+    output_dir: str = ""
+    init: str = "new"  # "new" (default backbone, untrained image layers), "default" (shipped model) or a folder
+    backbone: str | None = None  # for init "new": a HF causal-LM folder (default: SmolLM2-135M-Instruct)
+    finetune: str = "lora"  # for init "new": "lora" or "full"
+    lora_rank: int = 16
+    condition_dropout: float = 0.1
+    steps: int = 2000
+    batch_size: int = 4
+    gradient_accumulation: int = 2
+    learning_rate: float = 5e-4
+    warmup_steps: int = 100
+    min_learning_rate_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "no" or "bf16"
+    checkpoint_every: int = 200
+    log_every: int = 10
+    sample_every_checkpoint: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_file(cls, path: Path) -> dict:
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"cannot read training config {path}: {error}") from error
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
+        return values
+
+
+HELP = {
+    "data": "training data: a JSONL file of conversations, or a YAML mix of several with weights",
+    "output_dir": "folder for checkpoint/, model/, log.csv, loss_curve.png, samples/; resumes from its checkpoint",
+    "init": "'new' (default backbone + untrained image layers), 'default' (the shipped model) or a model folder",
+    "backbone": "with --init new: a Hugging Face causal-LM folder (default: SmolLM2-135M-Instruct)",
+    "finetune": "with --init new: 'lora' (adapters + new layers) or 'full' (every backbone weight too)",
+    "lora_rank": "with --init new: LoRA rank",
+    "condition_dropout": "share of drawn images trained without their prompt (classifier-free guidance)",
+    "steps": "optimizer steps in total",
+    "batch_size": "conversations per forward on each process",
+    "gradient_accumulation": "forwards per optimizer step",
+    "learning_rate": "peak AdamW learning rate",
+    "warmup_steps": "linear warm-up steps before cosine decay",
+    "min_learning_rate_ratio": "the cosine decay ends at this fraction of the peak",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping norm",
+    "mixed_precision": "'no' (fp32) or 'bf16' autocast",
+    "checkpoint_every": "steps between checkpoints (and samples)",
+    "log_every": "steps between log.csv rows",
+    "sample_every_checkpoint": "generate a few sample replies into samples/ at each checkpoint",
+    "seed": "seed for weights, data order, condition dropout and diffusion noise",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML or JSON file whose keys are the flags below (with _ for -); flags override it")
+    for field in fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{HELP[field.name]} (default: {default})")
+        else:
+            kind = int if isinstance(default, int) else float if isinstance(default, float) else str
+            parser.add_argument(flag, type=kind, default=None, help=f"{HELP[field.name]} (default: {default})")
+    args = parser.parse_args(argv)
+    values = TrainConfig.from_file(args.config) if args.config else {}
+    values |= {name: value for name, value in vars(args).items() if name != "config" and value is not None}
+    config = TrainConfig(**values)
+    if not config.data or not config.output_dir:
+        parser.error("--data and --output-dir are required (on the command line or in --config)")
+    if config.mixed_precision not in ("no", "bf16"):
+        parser.error(f"--mixed-precision must be 'no' or 'bf16', got {config.mixed_precision!r}")
+    return config
+
+
+class MixedConversations:
+    """Conversations from several sources, drawn by weight. Which conversations make up a
+    batch is a function of (seed, step, micro-step, process) only, so a resumed run sees
+    exactly the data an uninterrupted one would."""
+
+    def __init__(self, data: str | Path, seed: int):
+        data = Path(data)
+        if data.suffix in (".yaml", ".yml", ".json"):
+            try:
+                mix = yaml.safe_load(data.read_text())
+            except (OSError, yaml.YAMLError) as error:
+                raise DataError(f"cannot read data mix {data}: {error}") from error
+            if not isinstance(mix, dict) or not isinstance(mix.get("sources"), list) or not mix["sources"]:
+                raise DataError(f'{data}: a data mix needs a "sources" list of {{path, weight}}')
+            sources = [(data.parent / source["path"], float(source.get("weight", 1.0))) for source in mix["sources"]]
+        else:
+            sources = [(data, 1.0)]
+        self.names = [path.stem for path, _ in sources]
+        self.sources = [load_jsonl(path) for path, _ in sources]
+        total = sum(weight for _, weight in sources)
+        if total <= 0:
+            raise DataError(f"{data}: the weights must add up to more than 0")
+        self.weights = [weight / total for _, weight in sources]
+        self.seed = seed
+
+    def batch(self, step: int, micro_step: int, size: int, process: int = 0) -> list[list[dict]]:
+        rng = random.Random(f"{self.seed}-{step}-{micro_step}-{process}")
+        chosen = rng.choices(range(len(self.sources)), weights=self.weights, k=size)
+        return [self.sources[source][rng.randrange(len(self.sources[source]))] for source in chosen]
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return config.min_learning_rate_ratio + (1 - config.min_learning_rate_ratio) * cosine
+
+
+def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
+    if (checkpoint / "model").is_dir():
+        return UnifiedVLM.from_pretrained(checkpoint / "model", for_training=True)
+    if config.init == "new":
+        model_config = UnifiedVLMConfig(finetune=config.finetune, lora_rank=config.lora_rank,
+                                        condition_dropout=config.condition_dropout)
+        if config.backbone:
+            model_config.backbone = config.backbone
+        return UnifiedVLM.from_backbone(model_config)
+    model = UnifiedVLM.from_pretrained(None if config.init == "default" else config.init, for_training=True)
+    model.config.condition_dropout = config.condition_dropout
+    return model
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "generator": generator.get_state()}
+
+
+def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, step: int,
+                    generator: torch.Generator) -> None:
+    """Everything a resume needs, written beside the old checkpoint and swapped in at the end."""
+    staging = checkpoint.with_name(checkpoint.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "rng": rng_state(generator)}, staging / "training_state.pt")
+    if checkpoint.exists():
+        old = checkpoint.with_name(checkpoint.name + ".old")
+        checkpoint.replace(old)
+        staging.replace(checkpoint)
+        shutil.rmtree(old)
+    else:
+        staging.replace(checkpoint)
+
+
+def write_loss_curve(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    figure, axis = plt.subplots(figsize=(7, 4))
+    steps = [int(row["step"]) for row in rows]
+    for name in ("total", "text", "image", "residual"):
+        values = [float(row[name]) if row[name] else float("nan") for row in rows]
+        axis.plot(steps, values, label=name)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def write_samples(model: UnifiedVLM, out: Path, seed: int) -> None:
+    from generation import GenerationConfig, generate  # generation depends on vlm only; imported late
+
+    # Plain eval mode without UnifiedVLM.eval()'s adapter merge: merging and unmerging would
+    # nudge the frozen weights, and a resumed run would then differ from an uninterrupted one.
+    nn.Module.train(model, False)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, prompt in enumerate(SAMPLE_PROMPTS):
+        reply = generate(model, [{"role": "user", "content": prompt}],
+                         GenerationConfig(seed=seed, max_new_tokens=80, max_images=5, temperature=0.7))[0]
+        for image_index, image in enumerate(reply.images):
+            image.save(out / f"prompt{index}_image{image_index}.png")
+        lines.append(f"## {prompt}\n{reply.text}\n({len(reply.images)} image(s), ended: {reply.reason})\n")
+    (out / "replies.md").write_text("\n".join(lines))
+    nn.Module.train(model, True)
+    model.image_tokenizer.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    output = Path(config.output_dir)
+    checkpoint = output / "checkpoint"
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    data = MixedConversations(config.data, config.seed)
+    model = build_model(config, checkpoint)
+    model.train()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=(0.9, 0.95),
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
+    generator = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if (checkpoint / "training_state.pt").is_file():
+        state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        generator.set_state(state["rng"]["generator"])
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    if step >= config.steps:
+        logger.info("already trained for %d steps (--steps %d); nothing to do", step, config.steps)
+        return
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped: UnifiedVLM = accelerator.unwrap_model(prepared)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    log_path = output / "log.csv"
+    columns = ["step", "total", "text", "image", "residual", "learning_rate", "tokens", "tokens_per_s", "seconds"]
+    progress = tqdm(total=config.steps, initial=step, desc="train", disable=not accelerator.is_main_process)
+    started = time.time()
+    window_tokens, window_started = 0, time.time()
+    sums: dict[str, float] = {}
+    while step < config.steps:
+        for micro_step in range(config.gradient_accumulation):
+            conversations = data.batch(step, micro_step, config.batch_size, accelerator.process_index)
+            batch = unwrapped.processor(conversations)
+            last = micro_step == config.gradient_accumulation - 1
+            with nullcontext() if last else accelerator.no_sync(prepared):
+                losses = prepared(batch, generator=generator).losses
+                accelerator.backward(losses["total"] / config.gradient_accumulation)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value) / config.gradient_accumulation
+            window_tokens += int(batch.padding_mask.sum())
+        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{sums.get('total', 0.0):.3f}")
+        if accelerator.is_main_process and (step % config.log_every == 0 or step == config.steps):
+            elapsed = time.time() - window_started
+            row = {"step": step, **{name: f"{sums.get(name, float('nan')):.5f}" for name in
+                                   ("total", "text", "image", "residual")},
+                   "learning_rate": f"{scheduler.get_last_lr()[0]:.3e}", "tokens": window_tokens,
+                   "tokens_per_s": f"{window_tokens / max(elapsed, 1e-9):.1f}",
+                   "seconds": f"{time.time() - started:.1f}"}
+            new_file = not log_path.is_file()
+            with log_path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(row)
+            window_tokens, window_started = 0, time.time()
+        sums = {}
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(checkpoint, unwrapped, optimizer, scheduler, step, generator)
+                unwrapped.save_pretrained(output / "model")
+                if config.sample_every_checkpoint:
+                    write_samples(unwrapped, output / "samples" / f"step_{step:06d}", config.seed)
+    progress.close()
+    if accelerator.is_main_process:
+        write_loss_curve(log_path, output / "loss_curve.png")
+        logger.info("done: model in %s, loss curve in %s", output / "model", output / "loss_curve.png")
+
+
+if __name__ == "__main__":
+    main()
