@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Until the chat app exists: reconstruct held-out emoji with the shipped tokenizer.
+# The Gradio chat app on the default model (http://127.0.0.1:7860; python app.py --help for options).
 app: setup
-	$(BIN)/python -m benchmarks.reconstruct --out docs/tokenizer_reconstructions.png
+	$(BIN)/python app.py
 
 lint: setup
 	$(BIN)/ruff check .

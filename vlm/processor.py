@@ -11,7 +11,8 @@ for images the assistant draws (their codes are trained), and
 
     <|image_start|> [final block] <|image_end|>
 
-for images the user shows. Attention is causal for text and block-causal inside images:
+for images the user shows, and for every image of a generation prompt's history (the model
+reads earlier images; it only draws new ones). Attention is causal for text and block-causal inside images:
 a position sees every earlier position and every position of its own block. Codes and
 residual targets are not made here: the model encodes the images with its tokenizer and
 fills them in at the scale-block positions this layout names.
@@ -166,7 +167,8 @@ class VLMProcessor:
                 else:
                     text += IMAGE_START + IMAGE_SLOT + IMAGE_END
                     images.append(part["image"] if part.get("image") is not None else part["path"])
-                    generated.append(role == "assistant")
+                    # In a generation prompt every earlier image is context: its final block only.
+                    generated.append(role == "assistant" and not add_generation_prompt)
             plain.append({"role": role, "content": text})
         pieces = []
         for index, message in enumerate(plain):

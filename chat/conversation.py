@@ -1,0 +1,119 @@
+"""A chat conversation (system prompt + messages of text and image parts) and its folder format.
+
+On disk a conversation is a folder: `conversation.json` (with a schema version) and the
+images as PNGs in `images/`. Saving writes a temporary folder and swaps it in, so a crash
+never leaves half a conversation where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from vlm.image_io import ImageLoadError, load_image
+from vlm.processor import ROLES
+
+SCHEMA_VERSION = 1
+FILE_NAME = "conversation.json"
+
+
+class ConversationFileError(ValueError):
+    """A saved conversation cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class Message:
+    role: str  # "user" or "assistant"
+    parts: list[dict] = field(default_factory=list)  # {"type": "text", "text"} | {"type": "image", "image": PIL}
+
+    @property
+    def text(self) -> str:
+        return "".join(part["text"] for part in self.parts if part["type"] == "text")
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [part["image"] for part in self.parts if part["type"] == "image"]
+
+
+@dataclass
+class Conversation:
+    system_prompt: str | None = None
+    messages: list[Message] = field(default_factory=list)
+
+    def for_model(self) -> list[dict]:
+        """The messages in the processor's format, system prompt first."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for message in self.messages:
+            parts = [part if part["type"] == "text" else {"type": "image", "image": part["image"]}
+                     for part in message.parts]
+            messages.append({"role": message.role, "content": parts or [{"type": "text", "text": ""}]})
+        return messages
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        staging = directory.with_name(directory.name + ".saving")
+        if staging.exists():
+            shutil.rmtree(staging)
+        (staging / "images").mkdir(parents=True)
+        stored, count = [], 0
+        for message in self.messages:
+            parts = []
+            for part in message.parts:
+                if part["type"] == "image":
+                    name = f"images/{count:04d}.png"
+                    part["image"].save(staging / name)
+                    parts.append({"type": "image", "path": name})
+                    count += 1
+                else:
+                    parts.append({"type": "text", "text": part["text"]})
+            stored.append({"role": message.role, "content": parts})
+        record = {"schema_version": SCHEMA_VERSION, "system_prompt": self.system_prompt, "messages": stored}
+        (staging / FILE_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        if directory.exists():
+            if not (directory / FILE_NAME).is_file():
+                shutil.rmtree(staging)
+                raise ConversationFileError(f"'{directory}' exists and is not a saved conversation; not overwriting it")
+            old = directory.with_name(directory.name + ".old")
+            directory.replace(old)
+            staging.replace(directory)
+            shutil.rmtree(old)
+        else:
+            staging.replace(directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Conversation:
+        directory = Path(directory)
+        path = directory / FILE_NAME
+        if not path.is_file():
+            raise ConversationFileError(f"'{directory}' is not a saved conversation (no {FILE_NAME})")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ConversationFileError(f"'{path}' is not valid JSON: {error}") from error
+        version = record.get("schema_version") if isinstance(record, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ConversationFileError(f"'{path}' has schema_version {version!r}; this version reads {SCHEMA_VERSION}")
+        messages = []
+        for index, message in enumerate(record.get("messages", [])):
+            role = message.get("role") if isinstance(message, dict) else None
+            if role not in ROLES or role == "system":
+                raise ConversationFileError(f"'{path}': message {index} has role {role!r}")
+            parts = []
+            for part in message.get("content", []):
+                if part.get("type") == "text" and isinstance(part.get("text"), str):
+                    parts.append({"type": "text", "text": part["text"]})
+                elif part.get("type") == "image" and isinstance(part.get("path"), str):
+                    try:
+                        image = load_image(directory / part["path"])
+                    except ImageLoadError as error:
+                        raise ConversationFileError(f"'{path}': message {index}: {error}") from error
+                    parts.append({"type": "image", "image": image})
+                else:
+                    raise ConversationFileError(f"'{path}': message {index} has a malformed part {part!r:.80}")
+            messages.append(Message(role, parts))
+        return cls(record.get("system_prompt"), messages)

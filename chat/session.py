@@ -1,0 +1,128 @@
+"""A chat session: the history, one streamed reply at a time, regenerate / undo / reset.
+
+Earlier images, drawn or uploaded, go back into the model as their final block (the
+processor does this for generation prompts). A bad upload raises before anything is
+added to the history, so the session stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from chat.conversation import Conversation, Message
+from generation import Done, Event, GenerationConfig, ImageFinished, TextDelta, stream_generate
+from vlm.image_io import ImageInput, ImageLoadError, load_image
+from vlm.tokenizer import CheckpointError
+from vlm.unified_model import UnifiedVLM
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_UPLOAD_PIXELS = 4096 * 4096
+
+
+class EmptyMessageError(ValueError):
+    """A message with neither text nor an image."""
+
+
+def load_chat_model(path: str | Path | None = None) -> UnifiedVLM:
+    """The model at `path`, or the shipped default model; without one, the default architecture
+    with untrained image layers (it chats, but its images are noise) and a warning."""
+    if path is not None:
+        return UnifiedVLM.from_pretrained(path)
+    try:
+        return UnifiedVLM.from_pretrained()
+    except CheckpointError:
+        logger.warning("no trained default model is shipped in this install: using the default backbone with "
+                       "untrained image layers (text works, drawn images are noise)")
+        return UnifiedVLM.from_backbone().eval()
+
+
+def load_upload(source: ImageInput) -> Image.Image:
+    """An uploaded image, checked against the size limits; ImageLoadError names what is wrong."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if path.is_file() and path.stat().st_size > MAX_UPLOAD_BYTES:
+            raise ImageLoadError(f"'{path.name}' is {path.stat().st_size / 2**20:.1f} MB; the limit is "
+                                 f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    image = load_image(source)
+    if image.width * image.height > MAX_UPLOAD_PIXELS:
+        raise ImageLoadError(f"the image is {image.width}x{image.height} pixels; the limit is 4096x4096")
+    return image
+
+
+class ChatSession:
+    def __init__(self, model: UnifiedVLM, config: GenerationConfig | None = None, system_prompt: str | None = None):
+        self.model = model
+        self.config = config or GenerationConfig()
+        self.conversation = Conversation(system_prompt)
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()  # one reply at a time per session
+
+    # ----- the history -----
+
+    def reset(self) -> None:
+        self.conversation = Conversation(self.conversation.system_prompt)
+
+    def undo(self) -> bool:
+        """Drop the last exchange (the assistant's reply and the message it answered)."""
+        messages = self.conversation.messages
+        if not messages:
+            return False
+        if messages[-1].role == "assistant":
+            messages.pop()
+        if messages and messages[-1].role == "user":
+            messages.pop()
+        return True
+
+    def cancel(self) -> None:
+        """Stop the reply being generated (from any thread) within one forward."""
+        self._cancel.set()
+
+    # ----- replies -----
+
+    def send(self, text: str = "", images: Sequence[ImageInput] = (), **overrides) -> Iterator[Event]:
+        """Add a user message (text and/or images) and stream the reply; overrides are
+        GenerationConfig fields for this reply only (e.g. force_image=True, seed=3)."""
+        loaded = [load_upload(image) for image in images]  # raises before the history changes
+        if not text.strip() and not loaded:
+            raise EmptyMessageError("the message is empty: write something or attach an image")
+        parts = [{"type": "image", "image": image} for image in loaded]
+        if text.strip():
+            parts.append({"type": "text", "text": text.strip()})
+        self.conversation.messages.append(Message("user", parts))
+        yield from self._reply(overrides)
+
+    def regenerate(self, **overrides) -> Iterator[Event]:
+        """Replace the last reply with a new one (a different seed unless one is given)."""
+        messages = self.conversation.messages
+        if messages and messages[-1].role == "assistant":
+            messages.pop()
+        if not messages or messages[-1].role != "user":
+            raise EmptyMessageError("there is no message to answer again")
+        yield from self._reply(overrides)
+
+    def _reply(self, overrides: dict) -> Iterator[Event]:
+        config = replace(self.config, **overrides)
+        with self._lock:
+            self._cancel.clear()
+            reply = Message("assistant")
+            self.conversation.messages.append(reply)
+            history = self.conversation.for_model()[:-1]  # everything before this reply
+            for event in stream_generate(self.model, history, config, self._cancel):
+                if isinstance(event, TextDelta) and event.text:
+                    if reply.parts and reply.parts[-1]["type"] == "text":
+                        reply.parts[-1]["text"] += event.text
+                    else:
+                        reply.parts.append({"type": "text", "text": event.text})
+                elif isinstance(event, ImageFinished):
+                    reply.parts.append({"type": "image", "image": event.image})
+                yield event
+                if isinstance(event, Done):
+                    logger.info("reply ended: %s", event.reason)

@@ -1,0 +1,112 @@
+"""The Gradio app, started on a free local port and driven with gradio_client (tiny random model)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from gradio_client import Client, handle_file
+
+from app import build_app, parse_args
+from tests.tiny_vlm import perturbed, tiny_model
+
+SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    model.processor.tokenizer  # noqa: B018  (the tiny model answers with random tokens)
+    app = build_app(model)
+    port = free_port()
+    app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
+                                                  prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", model
+    app.close()
+
+
+def send(client: Client, text: str, upload=None, **settings):
+    values = {**SETTINGS, **settings}
+    return client.predict(text, upload, values["temperature"], values["cfg_scale"], values["residual_steps"],
+                          values["seed"], values["max_images"], api_name="/send")
+
+
+def contents(chat) -> list:
+    return [message["content"] for message in chat]
+
+
+def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp_path):
+    url, _ = running_app
+    client = Client(url, verbose=False)
+    chat, cleared_text, cleared_upload = send(client, "Hello there", max_images=0)
+    assert [message["role"] for message in chat] == ["user", "assistant"] and cleared_text == ""
+    chat, _, _ = send(client, "Draw a red circle.", max_images=2)
+    assert len(chat) == 4
+    image_path = tmp_path / "upload.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), "blue").save(image_path)
+    chat, _, _ = send(client, "What colour is this?", handle_file(str(image_path)))
+    user_turn = chat[-2]["content"]
+    assert any(isinstance(part, dict) and part.get("type") == "file" for part in user_turn)
+    before = len(chat)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not an image")
+    chat, _, _ = send(client, "and this?", handle_file(str(bad)))
+    assert len(chat) == before + 1 and "notes.txt" in str(chat[-1]["content"])  # a visible error, nothing added
+    chat, _, _ = send(client, "Still there?", max_images=0)
+    assert len(chat) == before + 2  # the session is intact
+
+
+def test_forced_image_reaches_the_chat_as_a_file(running_app):
+    url, model = running_app
+    client = Client(url, verbose=False)
+    start = model.processor.image_start_id
+    original = type(model).text_logits.__get__(model)
+
+    def always_draw_then_stop(hidden):
+        logits = original(hidden).clone()
+        logits[..., start] = 1e4 if not getattr(always_draw_then_stop, "drawn", False) else -1e4
+        always_draw_then_stop.drawn = True
+        logits[..., model.processor.tokenizer.eos_token_id] = 1e3
+        return logits
+
+    model.text_logits = always_draw_then_stop
+    chat, _, _ = send(client, "Draw something.")
+    reply = chat[-1]["content"]
+    assert any(isinstance(part, dict) and part.get("type") == "file" and str(part["file"]).endswith(".png")
+               for part in reply)
+
+
+def test_two_concurrent_sessions_keep_their_histories_apart(running_app):
+    url, _ = running_app
+    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    results = {}
+
+    def talk(name, client, text):
+        results[name] = [send(client, f"{text} {turn}", max_images=0)[0] for turn in range(2)]
+
+    threads = [threading.Thread(target=talk, args=("a", first, "apples")),
+               threading.Thread(target=talk, args=("b", second, "bananas"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for name, word in (("a", "apples"), ("b", "bananas")):
+        final = results[name][-1]
+        users = [str(message["content"]) for message in final if message["role"] == "user"]
+        assert len(users) == 2 and all(word in text for text in users)
+
+
+def test_help_names_model_host_and_port(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "--model" in out and "--host" in out and "--port" in out
