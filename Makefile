@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test app lint benchmark-tokenizer
+.PHONY: setup test app lint benchmark-tokenizer train-default
 
 setup: $(STAMP)
 
@@ -29,3 +29,8 @@ lint: setup
 
 benchmark-tokenizer: setup
 	$(BIN)/python -m benchmarks.tokenizer
+
+# The default model's CPU recipe: build the mixed data, then train (re-run to resume).
+train-default: setup
+	test -f data/default/mix.yaml || $(BIN)/python -m training.build_data default --out data/default
+	$(BIN)/python -m training.train --config training/configs/default_model.yaml

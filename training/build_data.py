@@ -36,8 +36,8 @@ BUILDERS = {
     "text": lambda rng, count, args: text_conversations(rng, count, args.backbone),
 }
 # The default model's mix: conversations built per kind, and sampling weights in training.
-DEFAULT_MIX = {"emoji": (6000, 3.0), "shapes": (6000, 3.0), "steps": (1500, 1.5), "chats": (2000, 1.0),
-               "text": (400, 1.0)}
+DEFAULT_MIX = {"emoji": (4000, 3.0), "shapes": (4000, 3.0), "steps": (1000, 1.0), "chats": (1500, 1.0),
+               "text": (48, 1.0)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

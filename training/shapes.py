@@ -100,14 +100,21 @@ def position_name(shape: Shape) -> str:
 
 
 def random_scene(rng: random.Random, count: int | None = None) -> list[Shape]:
-    """1-3 shapes at distinct positions that do not overlap (left/right/top/bottom/middle never
-    overlap at these sizes except middle with the others, which is avoided)."""
+    """1-3 shapes at distinct positions whose boxes keep apart (several shapes never use the middle)."""
     count = count or rng.choice((1, 1, 2, 2, 3))
-    if count == 1:
-        names = [rng.choice(list(POSITIONS))]
-    else:
-        names = rng.sample([name for name in POSITIONS if name != "in the middle"], count)
-    return [random_shape(rng, name) for name in names]
+    while True:
+        if count == 1:
+            names = [rng.choice(list(POSITIONS))]
+        else:
+            names = rng.sample([name for name in POSITIONS if name != "in the middle"], count)
+        scene = [random_shape(rng, name) for name in names]
+        if not any(_overlap(first, second) for index, first in enumerate(scene) for second in scene[index + 1:]):
+            return scene
+
+
+def _overlap(first: Shape, second: Shape) -> bool:
+    reach = (SIZES[first.size] + SIZES[second.size]) / 2  # sum of the two half-sides
+    return abs(first.x - second.x) < reach and abs(first.y - second.y) < reach
 
 
 def describe(shapes: list[Shape]) -> str:

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                 losses = prepared(batch, generator=generator).losses
                 accelerator.backward(losses["total"] / config.gradient_accumulation)
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value) / config.gradient_accumulation
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / config.gradient_accumulation
             window_tokens += int(batch.padding_mask.sum())
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()

@@ -17,21 +17,24 @@ TEMPLATES = ["Tell me a fun fact about {}.", "Explain {} to a child in two sente
 
 
 def text_conversations(rng: random.Random, count: int, backbone: str | None = None,
-                       max_new_tokens: int = 96) -> Iterator[list[dict]]:
+                       max_new_tokens: int = 96, batch_size: int = 16) -> Iterator[list[dict]]:
+    """Up to `count` chats (replies the backbone did not finish are skipped), generated in
+    left-padded batches, which is several times faster than one prompt at a time on a CPU."""
     model, tokenizer = load_backbone(backbone)
     model.eval()
-    for _ in range(count):
-        prompt = rng.choice(TEMPLATES).format(rng.choice(TOPICS))
-        chat = [{"role": "user", "content": prompt}]
-        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)["input_ids"]
-        torch.manual_seed(rng.randrange(2**31))
+    tokenizer.padding_side = "left"
+    prompts = [rng.choice(TEMPLATES).format(rng.choice(TOPICS)) for _ in range(count)]
+    torch.manual_seed(rng.randrange(2**31))
+    for first in range(0, count, batch_size):
+        chats = [[{"role": "user", "content": prompt}] for prompt in prompts[first:first + batch_size]]
+        texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            output = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7,
-                                    top_p=0.9, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id)
-        new_ids = output[0, ids.shape[1]:]
-        if tokenizer.eos_token_id not in new_ids.tolist():
-            continue  # cut off mid-reply: training on it would teach stopping mid-sentence
-        reply = tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        if reply:
-            yield chat + [{"role": "assistant", "content": reply}]
+            output = model.generate(**inputs, do_sample=True, temperature=0.7, top_p=0.9,
+                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+        for chat, new_ids in zip(chats, output[:, inputs["input_ids"].shape[1]:].tolist()):
+            if tokenizer.eos_token_id not in new_ids:
+                continue  # cut off mid-reply: training on it would teach stopping mid-sentence
+            reply = tokenizer.decode(new_ids[:new_ids.index(tokenizer.eos_token_id)], skip_special_tokens=True).strip()
+            if reply:
+                yield chat + [{"role": "assistant", "content": reply}]
