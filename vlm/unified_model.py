@@ -390,8 +390,15 @@ class UnifiedVLM(nn.Module):
             raise CheckpointError(f"'{directory}' is not a hybrid-vlm model folder (no {CONFIG_NAME})")
         values = json.loads(config_path.read_text())
         vocab_size = values.pop("vocab_size")
+        # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
+        tokenizer_reference = values.pop("image_tokenizer", None)
+        tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
+        if not tokenizer_dir.is_dir():
+            if tokenizer_reference != "default":
+                raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder")
+            tokenizer_dir = None
         config = UnifiedVLMConfig(**values)
-        model = cls.from_backbone(config, directory / IMAGE_TOKENIZER_DIR, dtype)
+        model = cls.from_backbone(config, tokenizer_dir, dtype)
         if len(model.processor) != vocab_size:
             raise CheckpointError(f"'{directory}' was saved with {vocab_size} tokens, but backbone "
                                   f"'{config.backbone}' plus image tokens gives {len(model.processor)}")

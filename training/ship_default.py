@@ -1,0 +1,62 @@
+"""Make a trained model the shipped default (`vlm/pretrained/model`, loaded when no --model is given).
+
+    python -m training.ship_default runs/default_model/model
+
+Copies the model's files, replacing its copy of the image tokenizer by a reference when it
+is the shipped tokenizer bit for bit (saves 18 MB in the repository), and refuses a result
+over the 60 MB budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from vlm.tokenizer import HybridTokenizer
+from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, IMAGE_TOKENIZER_DIR, UnifiedVLM
+
+BUDGET_BYTES = 60 * 2**20
+
+
+def same_tokenizer(folder: Path) -> bool:
+    ours, shipped = HybridTokenizer.from_pretrained(folder), HybridTokenizer.from_pretrained()
+    if ours.config != shipped.config:
+        return False
+    shipped_state = shipped.state_dict()
+    return all(torch.equal(value, shipped_state[name]) for name, value in ours.state_dict().items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ship_default", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="a trained model folder (e.g. runs/default_model/model)")
+    parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_PATH, help="where the default model lives")
+    args = parser.parse_args(argv)
+    UnifiedVLM.from_pretrained(args.model)  # refuse anything that does not load
+    staging = args.target.with_name(args.target.name + ".new")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(args.model, staging)
+    if same_tokenizer(args.model / IMAGE_TOKENIZER_DIR):
+        shutil.rmtree(staging / IMAGE_TOKENIZER_DIR)
+        config = json.loads((staging / CONFIG_NAME).read_text())
+        config["image_tokenizer"] = "default"
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file())
+    if size > BUDGET_BYTES:
+        shutil.rmtree(staging)
+        print(f"error: the model is {size / 2**20:.1f} MB; the budget is {BUDGET_BYTES // 2**20} MB", file=sys.stderr)
+        return 1
+    if args.target.exists():
+        shutil.rmtree(args.target)
+    staging.replace(args.target)
+    print(f"shipped {args.model} -> {args.target} ({size / 2**20:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
