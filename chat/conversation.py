@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from vlm.files import swap_in
 from vlm.image_io import ImageLoadError, load_image
 from vlm.processor import ROLES
 
@@ -73,16 +74,10 @@ class Conversation:
             stored.append({"role": message.role, "content": parts})
         record = {"schema_version": SCHEMA_VERSION, "system_prompt": self.system_prompt, "messages": stored}
         (staging / FILE_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False))
-        if directory.exists():
-            if not (directory / FILE_NAME).is_file():
-                shutil.rmtree(staging)
-                raise ConversationFileError(f"'{directory}' exists and is not a saved conversation; not overwriting it")
-            old = directory.with_name(directory.name + ".old")
-            directory.replace(old)
-            staging.replace(directory)
-            shutil.rmtree(old)
-        else:
-            staging.replace(directory)
+        if directory.exists() and not (directory / FILE_NAME).is_file():
+            shutil.rmtree(staging)
+            raise ConversationFileError(f"'{directory}' exists and is not a saved conversation; not overwriting it")
+        swap_in(staging, directory)
         return directory
 
     @classmethod

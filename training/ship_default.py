@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from vlm.files import swap_in
 from vlm.tokenizer import HybridTokenizer
 from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, IMAGE_TOKENIZER_DIR, UnifiedVLM
 
@@ -51,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(staging)
         print(f"error: the model is {size / 2**20:.1f} MB; the budget is {BUDGET_BYTES // 2**20} MB", file=sys.stderr)
         return 1
-    if args.target.exists():
-        shutil.rmtree(args.target)
-    staging.replace(args.target)
+    swap_in(staging, args.target)
     print(f"shipped {args.model} -> {args.target} ({size / 2**20:.1f} MB)")
     return 0
 

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.data import DataError, load_jsonl
+from vlm.files import swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
 logger = logging.getLogger(__name__)
@@ -194,13 +195,7 @@ def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, s
     model.save_pretrained(staging / "model")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "rng": rng_state(generator)}, staging / "training_state.pt")
-    if checkpoint.exists():
-        old = checkpoint.with_name(checkpoint.name + ".old")
-        checkpoint.replace(old)
-        staging.replace(checkpoint)
-        shutil.rmtree(old)
-    else:
-        staging.replace(checkpoint)
+    swap_in(staging, checkpoint)
 
 
 def write_loss_curve(log_path: Path, out: Path) -> None:
