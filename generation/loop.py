@@ -239,6 +239,7 @@ class InterleavedGenerator:
         first_chunk = torch.cat([self._text_embeddings(self.image_start_id, count),
                                  model.image_block_embeddings(0, None, count)], dim=1)
         first_offsets = torch.tensor([[0, 1]])
+        scales_start = cache.length + 1  # the first scale block's column, just after <|image_start|>
         latent = None
         codes: list[torch.Tensor] = []
         for scale_index, size in enumerate(self.scales):
@@ -282,6 +283,7 @@ class InterleavedGenerator:
             residual = sampled.view(count, side, side, -1).permute(0, 3, 1, 2).to(latent.dtype)
         finished = latent + residual
         images = tensor_to_pil(model.image_tokenizer.decode_latent(finished))
+        cache.hide(rows_tensor, scales_start, cache.length)  # the final block and later read the final block only
         chunk = torch.cat([model.image_block_embeddings(num_scales, finished),
                            self._text_embeddings(self.image_end_id, count)], dim=1)
         offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])

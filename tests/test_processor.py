@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -79,6 +80,34 @@ def test_a_scale_block_sees_its_own_block_and_nothing_later(processor):
             assert allowed[query, :start].all()  # everything before the image
             assert allowed[query, block[0]:block[-1] + 1].all()  # all of its own block
             assert not allowed[query, block[-1] + 1:].any()  # nothing later
+            if level == len(SCALES):  # the final block reads the image like an upload: no scale blocks
+                assert not allowed[query, start:block[0]].any()
+            else:
+                assert allowed[query, start:block[0]].all()  # earlier scales of the same image
+
+
+def test_an_edit_conversation_conditions_the_new_image_on_the_source_final_block(processor):
+    """Issue 9: the source image (an upload) enters as its final block, before the new image's
+    scale blocks, which see it; only the new image's text and codes are trained."""
+    source = np.zeros((16, 16, 3), dtype=np.uint8)
+    conversation = [
+        {"role": "user", "content": [{"type": "image", "image": source},
+                                     {"type": "text", "text": "Make the square blue."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Here:"}, {"type": "image", "image": source}]},
+    ]
+    batch = processor(conversation)
+    upload, drawn = batch.images
+    assert not upload.generated and drawn.generated
+    upload_final = range(upload.start, upload.start + 64)
+    assert upload_final[-1] < drawn.start
+    assert (batch.levels[0, upload.start:upload.start + 64] == len(SCALES)).all()  # final block only
+    allowed = batch.attention_mask()[0, 0] == 0
+    for scale_position in (drawn.start, drawn.start + GENERATED_LENGTH - 65):
+        assert allowed[scale_position, upload_final[0]:upload_final[-1] + 1].all()
+    labels = batch.text_labels[0]
+    assert processor.tokenizer.decode(labels[labels != IGNORE_INDEX]) == "Here:<|image_start|><|im_end|>\n"
+    assert (labels[:drawn.start] != IGNORE_INDEX).sum() == len(processor.tokenizer("Here:<|image_start|>",
+                                                                                 add_special_tokens=False)["input_ids"])
 
 
 def test_text_after_an_image_sees_its_final_block(processor):
@@ -88,7 +117,10 @@ def test_text_after_an_image_sees_its_final_block(processor):
     image_end = drawn.start + GENERATED_LENGTH
     final_block = range(image_end - 64, image_end)
     assert allowed[image_end, final_block[0]:final_block[-1] + 1].all()
-    assert allowed[image_end + 1, :image_end + 2].all() and not allowed[image_end + 1, image_end + 2:].any()
+    # Everything after the image reads it through its final block: its scale blocks are hidden.
+    assert allowed[image_end + 1, :drawn.start].all() and not allowed[image_end + 1, drawn.start:final_block[0]].any()
+    assert allowed[image_end + 1, final_block[0]:image_end + 2].all()
+    assert not allowed[image_end + 1, image_end + 2:].any()
     # Causal text: a text token sees itself and the past only.
     assert allowed[3, :4].all() and not allowed[3, 4:].any()
 
@@ -99,7 +131,7 @@ def test_incremental_mask_for_new_positions_matches_the_full_mask(processor):
     start = batch.images[1].start + 1  # the scale-2 block: 4 new positions over a cache of `start`
     new = slice(start, start + 4)
     incremental = block_causal_mask(batch.block_ids[:, new], batch.block_ids[:, :start + 4],
-                                    batch.padding_mask[:, :start + 4])
+                                    batch.padding_mask[:, :start + 4], key_until=batch.visible_until[:, :start + 4])
     assert torch.equal(incremental, full[:, :, new, :start + 4])
 
 

@@ -89,6 +89,7 @@ def test_incremental_decoding_equals_the_full_forward(tiny_parts):
                                        torch.zeros(1, size * size, dtype=torch.long)))
             contribution = quantizer.scale_contribution(level, tokens.codes[level])
             latent = contribution if latent is None else latent + contribution
+        cache.hide(torch.tensor([0]), start, cache.length)  # the scale blocks, once drawn, as generation does
         final = model.image_block_embeddings(len(scales), latent + tokens.residual)
         pieces.append(model.extend(cache, final, torch.zeros(1, final.shape[1], dtype=torch.long)))
         rest = batch.input_ids[:, cache.length:]
@@ -101,6 +102,11 @@ def test_incremental_decoding_equals_the_full_forward(tiny_parts):
     assert (incremental[image] - full[image]).abs().max() < 1e-4  # every scale block and the final block
     assert (incremental[text_after] - full[text_after]).abs().max() < 1e-4
     assert cache.next_position.item() == batch.input_ids.shape[1]
+    # A prefill of the whole conversation in one chunk gives the same, and leaves the scale blocks hidden.
+    with torch.no_grad():
+        prefilled, prefill_cache = model.start_decoding(batch, tokens)
+    assert (prefilled[0] - full).abs().max() < 1e-4
+    assert torch.equal(prefill_cache.key_visible, cache.key_visible)
 
 
 def test_a_ragged_batch_decodes_like_each_row_alone(tiny_parts):

@@ -5,7 +5,8 @@ block), several sequences at once, each at its own length. The block-causal rule
 know, for every cached key, its block id and whether a row may see it at all: padding
 slots (rows that fed fewer positions than others in a chunk) never are, and the
 unconditional rows of classifier-free guidance hide the conversation before their
-`<|image_start|>`, exactly as condition dropout does in training.
+`<|image_start|>`, exactly as condition dropout does in training. A drawn image's scale
+blocks are hidden once its last scale is drawn: what follows reads the final block only.
 """
 
 from __future__ import annotations
@@ -33,11 +34,19 @@ class DecodingCache:
         return self.key_blocks.shape[1]
 
     def attention_mask(self, query_blocks: torch.Tensor, query_valid: torch.Tensor,
-                       dtype: torch.dtype) -> torch.Tensor:
-        """Additive (B, 1, Q, K + Q) mask for new queries against the cache plus themselves."""
+                       dtype: torch.dtype, query_until: torch.Tensor | None = None) -> torch.Tensor:
+        """Additive (B, 1, Q, K + Q) mask for new queries against the cache plus themselves.
+
+        `query_until` (B, Q): the last block that may see each new position (see
+        ProcessedBatch.visible_until); cached keys carry theirs as `key_visible`.
+        """
         key_blocks = torch.cat([self.key_blocks, query_blocks], dim=1)
         key_visible = torch.cat([self.key_visible, query_valid], dim=1)
         allowed = (key_blocks[:, None, :] <= query_blocks[:, :, None]) & key_visible[:, None, :]
+        if query_until is not None:
+            cached = torch.full_like(self.key_blocks, torch.iinfo(torch.long).max)
+            key_until = torch.cat([cached, query_until.to(cached.device)], dim=1)
+            allowed = allowed & (query_blocks[:, :, None] <= key_until[:, None, :])
         # A padded query's output is never used; letting it see everything avoids all-masked rows (NaNs).
         allowed = allowed | ~query_valid[:, :, None]
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
@@ -60,6 +69,10 @@ class DecodingCache:
             past.update(layer.keys[rows].clone(), layer.values[rows].clone(), layer_index)
         return DecodingCache(past, self.key_blocks[rows].clone(), self.key_visible[rows].clone(),
                              self.next_position[rows].clone(), self.next_block[rows].clone())
+
+    def hide(self, rows: torch.Tensor, start: int, end: int) -> None:
+        """`rows` no longer see keys `start:end` (an image's scale blocks once its last scale is drawn)."""
+        self.key_visible[rows, start:end] = False
 
     def hide_before(self, key_index: torch.Tensor) -> None:
         """Row i no longer sees keys before `key_index[i]` (the unconditional branch of CFG)."""

@@ -13,7 +13,11 @@ for images the assistant draws (their codes are trained), and
 
 for images the user shows, and for every image of a generation prompt's history (the model
 reads earlier images; it only draws new ones). Attention is causal for text and block-causal inside images:
-a position sees every earlier position and every position of its own block. Codes and
+a position sees every earlier position and every position of its own block, except that an
+image's scale blocks are seen only by its scale blocks. Its final block and everything after
+it read the image through the final block alone, so a drawn image is read exactly like an
+uploaded one, and a later turn (whose history holds final blocks only) sees what training
+showed it. Codes and
 residual targets are not made here: the model encodes the images with its tokenizer and
 fills them in at the scale-block positions this layout names.
 """
@@ -33,6 +37,7 @@ IMAGE_END = "<|image_end|>"
 IMAGE_SLOT = "<|image|>"
 SPECIAL_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_SLOT)
 IGNORE_INDEX = -100
+NO_LIMIT = 2**62  # `visible_until` of positions every later position may see
 TEXT_LEVEL = -1  # `levels` value of text positions; scale k has level k, the final block level K
 ROLES = ("system", "user", "assistant")
 
@@ -64,15 +69,19 @@ class ProcessedBatch:
     text_labels: torch.Tensor  # (B, L) int64: assistant text ids, IGNORE_INDEX elsewhere (HF: unshifted)
     pixels: torch.Tensor  # (N, 3, S, S) in [-1, 1], every image of the batch in order
     images: list[ImageLayout] = field(default_factory=list)
+    # (B, L) int64: the last block id allowed to see each position (an image's last scale block
+    # for its scale blocks, NO_LIMIT elsewhere); None means no limit anywhere.
+    visible_until: torch.Tensor | None = None
 
     def attention_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The (B, 1, L, L) additive block-causal mask over the whole batch."""
-        return block_causal_mask(self.block_ids, self.block_ids, self.padding_mask, dtype)
+        return block_causal_mask(self.block_ids, self.block_ids, self.padding_mask, dtype, self.visible_until)
 
 
 def block_causal_mask(query_blocks: torch.Tensor, key_blocks: torch.Tensor, key_padding: torch.Tensor,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Additive mask (B, 1, Q, K): a query sees a key iff the key's block is not later than its own.
+                      dtype: torch.dtype = torch.float32, key_until: torch.Tensor | None = None) -> torch.Tensor:
+    """Additive mask (B, 1, Q, K): a query sees a key iff the key's block is not later than its own
+    (and, given `key_until`, the query's block is not later than the key's limit).
 
     Block ids never decrease along a sequence, so this is "every earlier position and every
     position of my own block". Works for a full forward (queries = keys) and for incremental
@@ -81,6 +90,8 @@ def block_causal_mask(query_blocks: torch.Tensor, key_blocks: torch.Tensor, key_
     padding included, and its outputs are never used.
     """
     allowed = key_blocks[:, None, :] <= query_blocks[:, :, None]  # (B, Q, K)
+    if key_until is not None:
+        allowed = allowed & (query_blocks[:, :, None] <= key_until[:, None, :])
     real_query = torch.ones_like(query_blocks, dtype=torch.bool)
     if key_padding.shape[1] == query_blocks.shape[1]:
         real_query = key_padding
@@ -197,7 +208,7 @@ class VLMProcessor:
             if not isinstance(conversation, list) or not conversation:
                 raise ConversationError(f"conversation {sequence_index} is empty or not a list of messages")
             pieces, images, generated = self._pieces(conversation, add_generation_prompt)
-            row = {"ids": [], "labels": [], "blocks": [], "levels": [], "grid": []}
+            row = {"ids": [], "labels": [], "blocks": [], "levels": [], "grid": [], "until": []}
             image_iter = iter(zip(images, generated))
             for text, is_reply in pieces:
                 for chunk_index, chunk in enumerate(text.split(IMAGE_SLOT)):
@@ -225,6 +236,7 @@ class VLMProcessor:
         row["blocks"] += list(range(next_block, next_block + len(ids)))
         row["levels"] += [TEXT_LEVEL] * len(ids)
         row["grid"] += [(0.0, 0.0)] * len(ids)
+        row["until"] += [NO_LIMIT] * len(ids)
 
     def _append_image(self, row: dict, generated: bool) -> None:
         levels, centres = image_block_layout(self.scales, generated)
@@ -235,6 +247,8 @@ class VLMProcessor:
         row["blocks"] += [level_to_block[level] for level in levels]
         row["levels"] += levels
         row["grid"] += centres
+        last_scale_block = level_to_block[len(self.scales)] - 1
+        row["until"] += [last_scale_block if level < len(self.scales) else NO_LIMIT for level in levels]
 
     def _collate(self, rows: list[dict], pixels: torch.Tensor, layouts: list[ImageLayout]) -> ProcessedBatch:
         length = max(len(row["ids"]) for row in rows)
@@ -245,6 +259,7 @@ class VLMProcessor:
         levels = torch.full((batch, length), TEXT_LEVEL, dtype=torch.long)
         grid = torch.zeros(batch, length, 2)
         labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        until = torch.full((batch, length), NO_LIMIT, dtype=torch.long)
         for index, row in enumerate(rows):
             size = len(row["ids"])
             input_ids[index, :size] = torch.tensor(row["ids"], dtype=torch.long)
@@ -252,9 +267,10 @@ class VLMProcessor:
             labels[index, :size] = torch.tensor(row["labels"], dtype=torch.long)
             levels[index, :size] = torch.tensor(row["levels"], dtype=torch.long)
             grid[index, :size] = torch.tensor(row["grid"])
+            until[index, :size] = torch.tensor(row["until"], dtype=torch.long)
             blocks = torch.tensor(row["blocks"], dtype=torch.long)
             # Padding continues the block count, so padded positions are "later" than every real one.
             block_ids[index] = torch.cat([blocks, blocks[-1] + 1 + torch.arange(length - size)]) if size else 0
         position_ids = torch.arange(length).expand(batch, length).clone()
         return ProcessedBatch(input_ids, padding_mask, position_ids, block_ids, levels, grid, labels, pixels,
-                              layouts)
+                              layouts, until)

@@ -28,7 +28,7 @@ from vlm.attention import select_attention
 from vlm.backbone import DEFAULT_BACKBONE, load_backbone
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
-from vlm.processor import IGNORE_INDEX, ProcessedBatch, VLMProcessor, image_block_layout
+from vlm.processor import IGNORE_INDEX, NO_LIMIT, ProcessedBatch, VLMProcessor, image_block_layout
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens
 
@@ -251,15 +251,19 @@ class UnifiedVLM(nn.Module):
         if tokens is None and len(batch.pixels):
             tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
         cache = empty_cache(batch.input_ids.shape[0], self.device)
-        hidden = self.extend(cache, self.embed(batch, tokens), batch.block_ids, batch.padding_mask)
+        hidden = self.extend(cache, self.embed(batch, tokens), batch.block_ids, batch.padding_mask,
+                             batch.visible_until)
         return hidden, cache
 
     def extend(self, cache: DecodingCache, embeddings: torch.Tensor, block_offsets: torch.Tensor,
-               valid: torch.Tensor | None = None) -> torch.Tensor:
+               valid: torch.Tensor | None = None, until_offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one chunk per row and update `cache` in place; returns (B, Q, hidden).
 
         `block_offsets` (B, Q) number the chunk's blocks from 0 (one per text token; one for
-        a whole image block); `valid` (B, Q) is False where a row fed fewer positions.
+        a whole image block); `valid` (B, Q) is False where a row fed fewer positions;
+        `until_offsets` (B, Q), on the same numbering, the last block allowed to see each
+        position (ProcessedBatch.visible_until: the scale blocks of drawn images). Once a
+        limit has passed, the position is hidden from every later chunk.
         """
         batch, length = embeddings.shape[:2]
         block_offsets = block_offsets.to(self.device)
@@ -267,12 +271,19 @@ class UnifiedVLM(nn.Module):
             else valid.to(self.device)
         query_blocks = cache.next_block[:, None] + block_offsets
         positions = (cache.next_position[:, None] + valid.long().cumsum(dim=1) - 1).clamp(min=0)
+        query_until = None
+        if until_offsets is not None:
+            until_offsets = until_offsets.to(self.device)
+            limited = until_offsets < NO_LIMIT
+            query_until = torch.where(limited, cache.next_block[:, None] + until_offsets, until_offsets)
         if length == 1 and bool(valid.all()) and bool(cache.key_visible.all()):
             mask = None  # one new token that may see everything: plain causal attention, SDPA's fast path
         else:
-            mask = cache.attention_mask(query_blocks, valid, embeddings.dtype)
+            mask = cache.attention_mask(query_blocks, valid, embeddings.dtype, query_until)
         hidden = self.run_decoder(embeddings, mask, positions, cache.past)
         cache.append(query_blocks, valid)
+        if query_until is not None:  # limits that have passed: no later chunk sees those positions
+            cache.key_visible[:, -length:] &= query_until >= cache.next_block[:, None]
         return hidden
 
     def image_block_embeddings(self, level: int, latent_BCHW: torch.Tensor | None, batch_size: int = 1
