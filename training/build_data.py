@@ -5,8 +5,9 @@
 
 KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
 questions about shape scenes), steps (step-by-step drawing instructions), chats (multi-turn
-chats with an image requested mid-way), text (text-only chats answered by the backbone),
-or default (all of them with the counts and weights of the default model's mix).
+chats with an image requested mid-way), edits (change an uploaded or drawn image: shapes-world
+edits and chains, emoji bigger/smaller/moved/doubled), text (text-only chats answered by the
+backbone), or default (all of them with the counts and weights of the default model's mix).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from training.builders.chats import chat_conversations
+from training.builders.edits import edit_conversations
 from training.builders.emoji import emoji_conversations
 from training.builders.shapes_chat import shapes_conversations
 from training.builders.steps import steps_conversations
@@ -33,11 +35,12 @@ BUILDERS = {
     "shapes": lambda rng, count, args: shapes_conversations(rng, count, args.image_size),
     "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
     "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
+    "edits": lambda rng, count, args: edit_conversations(rng, count, args.image_size, args.split),
     "text": lambda rng, count, args: text_conversations(rng, count, args.backbone),
 }
 # The default model's mix: conversations built per kind, and sampling weights in training.
 DEFAULT_MIX = {"emoji": (4000, 3.0), "shapes": (4000, 3.0), "steps": (1000, 1.0), "chats": (1500, 1.0),
-               "text": (48, 1.0)}
+               "edits": (3000, 2.0), "text": (48, 1.0)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -108,11 +108,11 @@ def random_scene(rng: random.Random, count: int | None = None) -> list[Shape]:
         else:
             names = rng.sample([name for name in POSITIONS if name != "in the middle"], count)
         scene = [random_shape(rng, name) for name in names]
-        if not any(_overlap(first, second) for index, first in enumerate(scene) for second in scene[index + 1:]):
+        if not any(overlap(first, second) for index, first in enumerate(scene) for second in scene[index + 1:]):
             return scene
 
 
-def _overlap(first: Shape, second: Shape) -> bool:
+def overlap(first: Shape, second: Shape) -> bool:
     reach = (SIZES[first.size] + SIZES[second.size]) / 2  # sum of the two half-sides
     return abs(first.x - second.x) < reach and abs(first.y - second.y) < reach
 

@@ -78,7 +78,7 @@ def classify(points: np.ndarray) -> str:
     corner_h, corner_w = max(1, round(height / 5)), max(1, round(width / 5))
     in_corner = (((rows < top + corner_h) | (rows >= bottom - corner_h))
                  & ((columns < left + corner_w) | (columns >= right - corner_w))).sum() / len(points)
-    if height / width > 1.25:
+    if height / width > 1.15:  # a diamond is ~1.4, every other shape <= 1.0
         return "diamond"  # the only shape taller than wide
     if fill > 0.9:
         return "square"
@@ -110,3 +110,15 @@ def detect(image: Image.Image) -> list[Detection]:
                            + (POSITIONS[name][1] - centre[1]) ** 2)
             found.append(Detection(classify(points), colour, size, position, len(points)))
     return sorted(found, key=lambda detection: -detection.area)
+
+
+def scene_key(scene) -> list[tuple[str, str, str, str]]:
+    """A scene as sorted (kind, colour, size, position) tuples: what `read_scene` returns for its render."""
+    from training.shapes import position_name
+
+    return sorted((shape.kind, shape.colour, shape.size, position_name(shape)) for shape in scene)
+
+
+def read_scene(image: Image.Image) -> list[tuple[str, str, str, str]]:
+    """The detected scene in `scene_key`'s form, so a render can be checked with one comparison."""
+    return sorted((found.kind, found.colour, found.size, found.position) for found in detect(image))

@@ -1,0 +1,61 @@
+"""Edit operations and edit conversations (issue 9): every edit changes exactly what it says."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from PIL import Image
+
+from training.builders.edits import edit_conversations, shapes_edit_conversation
+from training.edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
+from training.shapes import random_scene, render
+from training.shapes_detector import read_scene, scene_key
+
+
+def test_each_edit_kind_changes_one_shape_and_the_detector_sees_the_result():
+    seen = set()
+    for seed in range(150):
+        rng = random.Random(seed)
+        scene = random_scene(rng)
+        edit = random_edit(scene, rng)
+        assert edit is not None and edit.kind in EDIT_KINDS
+        seen.add(edit.kind)
+        before, after = scene_key(edit.before), scene_key(edit.after)
+        assert before == scene_key(scene) and before != after
+        changed = len(set(before) ^ set(after))
+        assert changed == (1 if edit.kind in ("add", "remove") else 2)  # one shape in or out, or one swapped
+        assert read_scene(render(list(edit.after))) == after
+        assert edit.request.endswith(".") and len(edit.request) > 8
+    assert seen == set(EDIT_KINDS)
+
+
+def test_chains_apply_each_edit_to_the_result_of_the_last():
+    rng = random.Random(3)
+    chain = edit_chain(random_scene(rng), rng, 3)
+    assert len(chain) == 3
+    assert all(first.after == second.before for first, second in zip(chain, chain[1:]))
+
+
+def test_edit_conversations_label_each_new_image_after_its_request():
+    conversation = shapes_edit_conversation(random.Random(5))
+    roles = [message["role"] for message in conversation]
+    assert roles[-1] == "assistant" and "assistant" in roles[:-1] or conversation[0]["content"][0]["type"] == "image"
+    for message in conversation:
+        if message["role"] == "assistant":
+            assert any(part["type"] == "image" for part in message["content"])
+    built = list(edit_conversations(random.Random(0), 4, emoji_share=0.0))
+    assert len(built) == 4
+
+
+def test_emoji_edits_keep_the_canvas_and_reject_unknown_kinds():
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    for kind in EMOJI_EDITS:
+        edited = emoji_edit(image, kind)
+        assert edited.size == (64, 64)
+    assert emoji_edit(image, "smaller").getpixel((2, 2)) == (255, 255, 255)
+    assert emoji_edit(image, "two").getpixel((32, 4)) == (255, 255, 255)
+    with pytest.raises(ValueError, match="unknown emoji edit"):
+        emoji_edit(image, "rotate")
+    with pytest.raises(ValueError, match="unknown edit"):
+        random_edit(random_scene(random.Random(0)), random.Random(0), kind="rotate")

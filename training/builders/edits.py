@@ -1,0 +1,66 @@
+"""Edit conversations: change an uploaded or an earlier drawn image, one request at a time.
+
+Shapes world: recolour, add, remove, move or resize one shape, on an upload or on the
+model's own drawing, in chains of up to three edits. OpenMoji: bigger, smaller, to one side,
+two of them. Every target image is exact (rendered from the edited scene or transformed).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from training.builders.emoji import article, emoji_images
+from training.edits import EMOJI_EDITS, edit_chain, emoji_edit
+from training.shapes import drawing_prompt, random_scene, render
+
+EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
+UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")
+
+
+def _reply(rng: random.Random, image) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": rng.choice(EDIT_REPLIES)},
+                                             {"type": "image", "image": image}]}
+
+
+def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[dict]:
+    """A scene (uploaded, or drawn on request) and 1-3 edits, each on the result of the last."""
+    scene = random_scene(rng)
+    chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
+    first = chain[0]
+    if rng.random() < 0.5:
+        messages = [{"role": "user", "content": [
+            {"type": "image", "image": render(scene, image_size)},
+            {"type": "text", "text": rng.choice(UPLOAD_OPENERS) + first.request}]}]
+    else:
+        messages = [{"role": "user", "content": drawing_prompt(scene, rng)},
+                    _reply(rng, render(scene, image_size)),
+                    {"role": "user", "content": first.request}]
+    messages.append(_reply(rng, render(list(first.after), image_size)))
+    for edit in chain[1:]:
+        messages += [{"role": "user", "content": edit.request}, _reply(rng, render(list(edit.after), image_size))]
+    return messages
+
+
+def emoji_edit_conversation(rng: random.Random, emoji: list, image_size: int = 64) -> list[dict]:
+    name, image = rng.choice(emoji)
+    kind = rng.choice(list(EMOJI_EDITS))
+    request = rng.choice(EMOJI_EDITS[kind])
+    if rng.random() < 0.5:
+        messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                                 {"type": "text", "text": request}]}]
+    else:
+        messages = [{"role": "user", "content": f"Draw {article(name)} {name}."},
+                    _reply(rng, image), {"role": "user", "content": request}]
+    messages.append(_reply(rng, emoji_edit(image, kind)))
+    return messages
+
+
+def edit_conversations(rng: random.Random, count: int, image_size: int = 64, split: str = "train",
+                       emoji_share: float = 0.25) -> Iterator[list[dict]]:
+    emoji = emoji_images(split, image_size) if emoji_share > 0 else []
+    for _ in range(count):
+        if emoji and rng.random() < emoji_share:
+            yield emoji_edit_conversation(rng, emoji, image_size)
+        else:
+            yield shapes_edit_conversation(rng, image_size)
