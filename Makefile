@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test app lint benchmark-tokenizer train-default
+.PHONY: setup browser test app lint benchmark-tokenizer train-default
 
 setup: $(STAMP)
 
@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# Debian's Chromium for the real-browser test (tests/test_app_browser.py drives it with Playwright
+# through its executable path; Playwright's own browser download is never used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get here: install Chromium to run the browser test"; \
+	  else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 # The Gradio chat app on the default model (http://127.0.0.1:7860; python app.py --help for options).

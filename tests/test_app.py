@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app import build_app, parse_args
-from tests.tiny_vlm import perturbed, tiny_model
+from tests.tiny_vlm import force_one_image, perturbed, tiny_model
 
 SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
 
@@ -68,17 +68,7 @@ def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp
 def test_forced_image_reaches_the_chat_as_a_file(running_app):
     url, model = running_app
     client = Client(url, verbose=False)
-    start = model.processor.image_start_id
-    original = type(model).text_logits.__get__(model)
-
-    def always_draw_then_stop(hidden):
-        logits = original(hidden).clone()
-        logits[..., start] = 1e4 if not getattr(always_draw_then_stop, "drawn", False) else -1e4
-        always_draw_then_stop.drawn = True
-        logits[..., model.processor.tokenizer.eos_token_id] = 1e3
-        return logits
-
-    model.text_logits = always_draw_then_stop
+    force_one_image(model)
     chat, _, _ = send(client, "Draw something.")
     reply = chat[-1]["content"]
     assert any(isinstance(part, dict) and part.get("type") == "file" and str(part["file"]).endswith(".png")

@@ -33,3 +33,31 @@ def perturbed(model: UnifiedVLM) -> UnifiedVLM:
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
     return model.eval()
+
+
+def force_one_image(model: UnifiedVLM, words_first: int = 0) -> UnifiedVLM:
+    """Make a random model answer `words_first` tokens of text, then one image, then stop,
+    so app tests can check how a drawn image reaches the user."""
+    start = model.processor.image_start_id
+    stop = model.processor.tokenizer.eos_token_id
+    original = type(model).text_logits.__get__(model)
+    calls = {"count": 0}
+
+    def scripted(hidden):
+        logits = original(hidden).clone()
+        step = calls["count"]
+        calls["count"] += 1
+        logits[..., start] = -1e4
+        logits[..., stop] = -1e4
+        if step == words_first:
+            logits[..., start] = 1e4
+        elif step > words_first:
+            logits[..., stop] = 1e4
+        return logits
+
+    def reset():
+        calls["count"] = 0
+
+    model.text_logits = scripted
+    model.reset_script = reset
+    return model
