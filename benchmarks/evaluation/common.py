@@ -1,0 +1,64 @@
+"""What every evaluation task shares: batched replies and the settings images are drawn with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tqdm.auto import tqdm
+
+from generation import GenerationConfig, generate
+from generation.reply import Reply
+from vlm.unified_model import UnifiedVLM
+
+
+@dataclass
+class EvalSettings:
+    """How much to evaluate and how to sample; `quick()` is a smoke-test size."""
+
+    seed: int = 0
+    batch_size: int = 8
+    cfg_scale: float = 3.0
+    residual_steps: int = 8
+    geneval_prompts: int = 8  # per category
+    cfg_sweep: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+    emoji_prompts: int = 100
+    vqa_questions: int = 60
+    naming_images: int = 60
+    steps_requests: int = 2  # per procedure
+    text_chats: int = 24
+    edit_singles: int = 48
+    edit_chains: int = 16
+
+    @classmethod
+    def quick(cls) -> EvalSettings:
+        return cls(batch_size=4, geneval_prompts=1, cfg_sweep=(1.0, 3.0), emoji_prompts=2, vqa_questions=2,
+                   naming_images=2, steps_requests=1, text_chats=2, edit_singles=2, edit_chains=1)
+
+
+def image_config(settings: EvalSettings, **overrides) -> GenerationConfig:
+    """Replies that may draw one image (and say a few words around it)."""
+    values = dict(max_images=1, max_new_tokens=32, temperature=0.7, cfg_scale=settings.cfg_scale,
+                  residual_steps=settings.residual_steps, seed=settings.seed)
+    values.update(overrides)
+    return GenerationConfig(**values)
+
+
+def text_config(settings: EvalSettings, max_new_tokens: int = 32) -> GenerationConfig:
+    """Greedy text-only answers: understanding is scored on the model's most likely reply."""
+    return GenerationConfig(max_images=0, max_new_tokens=max_new_tokens, temperature=0.0, seed=settings.seed)
+
+
+def replies(model: UnifiedVLM, conversations: list[list[dict]], config: GenerationConfig, batch_size: int,
+            desc: str) -> list[Reply]:
+    """One reply per conversation, in batches (one batched generation run each), seeded per batch."""
+    out: list[Reply] = []
+    for first in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False):
+        batch = conversations[first:first + batch_size]
+        seeded = replace(config, seed=None if config.seed is None else config.seed + first)
+        out += generate(model, batch, seeded)
+    return out
+
+
+def first_image(reply: Reply):
+    images = reply.images
+    return images[0] if images else None

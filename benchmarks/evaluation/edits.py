@@ -1,0 +1,59 @@
+"""Edit accuracy: held-out edit requests on shapes-world images, checked by the detector.
+
+An edit is right when the detector reads, in the model's new image, exactly the edited scene:
+the requested change happened and nothing else changed. Single edits start from an uploaded
+render; chains of three start from an upload too, and each later request edits the model's
+own previous image (which goes back into the context as its final block, as in the chat).
+A chain is right only when all three of its images are.
+"""
+
+from __future__ import annotations
+
+import random
+
+from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
+from training.edits import edit_chain, random_edit
+from training.shapes import random_scene, render
+from training.shapes_detector import read_scene, scene_key
+from vlm.unified_model import UnifiedVLM
+
+
+def _upload_turn(image, request: str) -> dict:
+    return {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": request}]}
+
+
+def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]:
+    rng = random.Random(f"edits-{settings.seed}")
+    config = image_config(settings)
+    singles = []
+    while len(singles) < settings.edit_singles:
+        edit = random_edit(random_scene(rng), rng)
+        if edit is not None:
+            singles.append(edit)
+    conversations = [[_upload_turn(render(list(edit.before)), edit.request)] for edit in singles]
+    answers = replies(model, conversations, config, settings.batch_size, "edits")
+    single_ok = [first_image(reply) is not None and read_scene(first_image(reply)) == scene_key(edit.after)
+                 for edit, reply in zip(singles, answers)]
+    by_kind: dict[str, list[bool]] = {}
+    for edit, ok in zip(singles, single_ok):
+        by_kind.setdefault(edit.kind, []).append(ok)
+
+    chains = [edit_chain(random_scene(rng), rng, 3) for _ in range(settings.edit_chains)]
+    histories = [[_upload_turn(render(list(chain[0].before)), chain[0].request)] for chain in chains]
+    chain_ok = [True] * len(chains)
+    step_ok: list[bool] = []
+    for step in range(3):
+        answers = replies(model, histories, config, settings.batch_size, f"edit chains, step {step + 1}")
+        for index, (chain, reply) in enumerate(zip(chains, answers)):
+            image = first_image(reply)
+            ok = image is not None and read_scene(image) == scene_key(chain[step].after)
+            step_ok.append(ok)
+            chain_ok[index] &= ok
+            histories[index] = histories[index] + [reply.as_message()]
+            if step < 2:
+                histories[index].append({"role": "user", "content": chain[step + 1].request})
+    result = {"edit_accuracy": sum(single_ok) / len(single_ok),
+              "edit_chain_accuracy": sum(chain_ok) / len(chain_ok),
+              "edit_chain_step_accuracy": sum(step_ok) / len(step_ok)}
+    result |= {f"edit_{kind}": sum(values) / len(values) for kind, values in sorted(by_kind.items())}
+    return result

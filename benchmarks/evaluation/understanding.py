@@ -1,0 +1,66 @@
+"""Understanding: questions about shapes-world images, and naming emoji from their images.
+
+Answers are greedy and scored by their key word: a VQA answer is right when it contains the
+expected colour, shape, number or place and no other candidate of the same kind; an emoji
+name is right when the reply contains the emoji's full name.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from benchmarks.evaluation.common import EvalSettings, replies, text_config
+from training.builders.emoji import emoji_images
+from training.shapes import COLOURS, NUMBER_WORDS, POSITIONS, SHAPES, questions, random_scene, render
+from vlm.unified_model import UnifiedVLM
+
+CANDIDATES = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(NUMBER_WORDS[1:]),
+              "position": list(POSITIONS)}
+
+
+def answer_kind(answer: str) -> tuple[str, str]:
+    """(kind, key word) of an expected answer such as "It is red." or "There are two."."""
+    text = answer.lower()
+    for kind, words in CANDIDATES.items():
+        for word in words:
+            if re.search(rf"\b{re.escape(word)}\b", text):
+                return kind, word
+    raise ValueError(f"no key word in {answer!r}")
+
+
+def is_correct(expected: str, reply: str) -> bool:
+    kind, key = answer_kind(expected)
+    text = reply.lower()
+    said = [word for word in CANDIDATES[kind] if re.search(rf"\b{re.escape(word)}\b", text)]
+    return said == [key]
+
+
+def vqa_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list[dict]]:
+    rng = random.Random(f"vqa-{settings.seed}")
+    cases = []
+    for _ in range(settings.vqa_questions):
+        scene = random_scene(rng)
+        question, answer = rng.choice(questions(scene, rng))
+        cases.append((render(scene), question, answer))
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
+                                                   {"type": "text", "text": question}]}]
+                     for image, question, _ in cases]
+    answers = replies(model, conversations, text_config(settings), settings.batch_size, "vqa")
+    records = [{"question": question, "expected": expected, "reply": reply.text.strip(),
+                "correct": is_correct(expected, reply.text)}
+               for (_, question, expected), reply in zip(cases, answers)]
+    return sum(record["correct"] for record in records) / len(records), records
+
+
+def emoji_naming_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list[dict]]:
+    """On training-split emoji: names can only be known for emoji seen in training."""
+    rng = random.Random(f"naming-{settings.seed}")
+    chosen = rng.sample(emoji_images("train", 64), settings.naming_images)
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
+                                                   {"type": "text", "text": "What is this?"}]}]
+                     for _, image in chosen]
+    answers = replies(model, conversations, text_config(settings), settings.batch_size, "emoji naming")
+    records = [{"name": name, "reply": reply.text.strip(), "correct": name.lower() in reply.text.lower()}
+               for (name, _), reply in zip(chosen, answers)]
+    return sum(record["correct"] for record in records) / len(records), records

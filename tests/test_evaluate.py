@@ -1,0 +1,78 @@
+"""The evaluation suite: its scorers on known answers, and one quick end-to-end run (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import torch
+from PIL import Image
+
+from benchmarks import evaluate
+from benchmarks.evaluation import geneval
+from benchmarks.evaluation.emoji_classifier import EmojiClassifier, EmojiNet, augment
+from benchmarks.evaluation.steps import score_reply, sentence_table
+from benchmarks.evaluation.understanding import is_correct
+from tests.tiny_vlm import perturbed, tiny_model
+from training.builders.steps import PROCEDURES, step_images
+from training.shapes import random_scene, render
+
+
+def test_geneval_checks_pass_on_true_renders_and_fail_on_wrong_ones():
+    settings = evaluate.EvalSettings(geneval_prompts=6)
+    for category, scene in geneval.prompts(settings):
+        assert geneval.check(category, scene, render(scene)), (category, scene)
+        assert not geneval.check(category, scene, None)
+    blank = Image.new("RGB", (64, 64), "white")
+    assert not any(geneval.check(category, scene, blank) for category, scene in geneval.prompts(settings))
+    assert geneval.prompt_for(random_scene(random.Random(0))).startswith("Draw a ")
+
+
+def test_vqa_answers_are_right_only_with_the_one_expected_word():
+    assert is_correct("It is red.", "It is red.")
+    assert not is_correct("It is red.", "It is red or blue.")
+    assert is_correct("There are two.", "I count two shapes.")
+    assert not is_correct("It is on the left.", "It is at the top.")
+
+
+def test_the_true_step_drawings_are_consistent_and_blank_ones_are_not():
+    for subject, procedure in PROCEDURES.items():
+        steps = procedure(random.Random(1))
+        table, fewest = sentence_table(subject)
+        parts = []
+        for number, ((sentence, _), image) in enumerate(zip(steps, step_images(steps)), start=1):
+            parts += [{"type": "text", "text": f"Step {number}: {sentence}\n"}, {"type": "image", "image": image}]
+        assert score_reply(parts, table, fewest) == (len(steps), len(steps)), subject
+        blank = [part if part["type"] == "text" else {"type": "image", "image": Image.new("RGB", (64, 64), "white")}
+                 for part in parts]
+        assert score_reply(blank, table, fewest)[0] == 0
+        assert score_reply(parts[:2], table, fewest) == (1, fewest)  # steps left out count against it
+
+
+def test_the_emoji_classifier_ranks_names_and_augments_within_range():
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(4, 3, 32, 32) * 2 - 1
+    augmented = augment(pixels, generator)
+    assert augmented.shape == pixels.shape and augmented.min() >= -1 and augmented.max() <= 1
+    classifier = EmojiClassifier(EmojiNet(7, 4), [f"emoji {index}" for index in range(7)], 32)
+    ranked = classifier.top_k([Image.new("RGB", (64, 64), "red"), Image.new("RGB", (20, 20), "blue")], 5)
+    assert [len(names) for names in ranked] == [5, 5] and all(len(set(names)) == 5 for names in ranked)
+
+
+def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_parts, tmp_path, capsys):
+    """A quick run on a tiny random model (everything but the emoji task, which renders all of OpenMoji)."""
+    model_dir = tmp_path / "model"
+    perturbed(tiny_model(tiny_parts)).save_pretrained(model_dir)
+    out, report_json = tmp_path / "docs", tmp_path / "results.json"
+    evaluate.main(["--model", str(model_dir), "--quick", "--out", str(out), "--json", str(report_json),
+                   "--tasks", "geneval", "vqa", "steps", "edits", "text"])
+    results = json.loads(report_json.read_text())
+    for key in ("geneval_overall", "geneval_discrete_overall", "vqa_accuracy", "steps_consistency",
+                "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
+        assert key in results, key
+    assert set(results["geneval"]["cfg_sweep"]) == {"1", "3"}
+    assert 0 <= results["geneval_overall"] <= 1
+    assert (out / "results" / "geneval.png").stat().st_size > 1000
+    text = (out / "RESULTS.md").read_text()
+    assert "| measure | value |" in text and "results/geneval.png" in text
+    assert "geneval_overall" in capsys.readouterr().out
