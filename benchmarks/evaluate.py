@@ -231,9 +231,11 @@ def report(results: dict, command: str) -> str:
                   "Samples (hybrid, one per prompt, labelled by category):", "",
                   "![GenEval samples](results/geneval_samples.png)", ""]
     if "emoji" in results:
-        parts += ["## Emoji text-to-image", "", "| emoji | top-1 | top-5 | drew an image |", "|---|---|---|---|"]
+        parts += ["## Emoji text-to-image", "", "| emoji | top-1 | top-5 | drew an image | classifier top-1 / top-5 "
+                  "on the true renders (ceiling) |", "|---|---|---|---|---|"]
         for split, values in results["emoji"].items():
-            parts.append(f"| {split} | {values['top1']:.3f} | {values['top5']:.3f} | {values['drew_image']:.2f} |")
+            parts.append(f"| {split} | {values['top1']:.3f} | {values['top5']:.3f} | {values['drew_image']:.2f} | "
+                         f"{values['classifier_top1_on_renders']:.2f} / {values['classifier_top5_on_renders']:.2f} |")
         parts += ["", "![emoji samples, held-out prompts](results/emoji_samples.png)", ""]
     if "vqa_examples" in results:
         parts += ["## Shapes VQA: example answers", "", "| question | expected | reply | right |", "|---|---|---|---|"]

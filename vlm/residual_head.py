@@ -5,7 +5,8 @@ a condition vector (in the unified model: the decoder's last hidden state plus t
 last-scale code). One decoder pass feeds many diffusion samples: each condition is
 repeated `batch_multiplier` times with fresh noise and timesteps (MAR's trick). Sampling
 is DDIM on a respaced subset of the training timesteps (8 by default), with optional
-classifier-free guidance.
+classifier-free guidance; or, where one has been distilled (DMD, `training.distill_residual`),
+a one-step generator that maps noise to a residual in one call.
 
 The network predicts v = sqrt(a) noise - sqrt(1 - a) x0 (Salimans & Ho) rather than the
 noise itself: at the noisiest timesteps of the cosine schedule, recovering x0 from a noise
@@ -37,6 +38,9 @@ class ResidualHeadConfig:
     batch_multiplier: int = 4
     # Residuals are small; the loss and the sampler work on residual * target_scale (unit variance).
     target_scale: float = 1.0
+    # A one-step generator distilled from the head (training.distill_residual) ships beside it;
+    # sampling with 1 step uses it.
+    one_step: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +114,27 @@ class ResidualDiffusionHead(nn.Module):
         super().__init__()
         self.config = config
         self.denoiser = ResidualDenoiser(config)
+        # The distilled one-step generator: the denoiser's architecture, fed pure noise at the last
+        # timestep; its x0 estimate is the sample.
+        self.one_step = ResidualDenoiser(config) if config.one_step else None
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(config.num_train_timesteps), persistent=False)
+
+    def add_one_step(self, generator: ResidualDenoiser) -> None:
+        """Ship a distilled one-step generator beside the multi-step head."""
+        self.one_step = generator
+        self.config.one_step = True
+
+    def x0_from_velocity(self, noisy_NC: torch.Tensor, velocity_NC: torch.Tensor, timesteps_N: torch.Tensor
+                         ) -> torch.Tensor:
+        alpha_bar = self.alphas_cumprod[timesteps_N][:, None]
+        return alpha_bar.sqrt() * noisy_NC - (1 - alpha_bar).sqrt() * velocity_NC
+
+    def one_step_sample(self, network: ResidualDenoiser, noise_NC: torch.Tensor, condition_NC: torch.Tensor
+                        ) -> torch.Tensor:
+        """One network call from pure noise (t = T - 1) to a residual, in target units."""
+        last = torch.full((noise_NC.shape[0],), self.config.num_train_timesteps - 1, device=noise_NC.device,
+                          dtype=torch.long)
+        return self.x0_from_velocity(noise_NC, network(noise_NC, last, condition_NC).float(), last)
 
     def loss(self, residual_NC: torch.Tensor, condition_NC: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -142,14 +166,24 @@ class ResidualDiffusionHead(nn.Module):
         generator: torch.Generator | None = None,
         unconditional_NC: torch.Tensor | None = None,
         guidance_scale: float = 0.0,
+        distilled: bool = True,
+        noise_NC: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Deterministic DDIM from Gaussian noise to residuals (N, latent_channels), in the
         tokenizer's units. With `unconditional_NC`, predictions are guided as
-        (1 + g) cond - g uncond (HART's form; g = 0 is conditional only)."""
+        (1 + g) cond - g uncond (HART's form; g = 0 is conditional only).
+
+        With 1 step and a distilled one-step generator (and `distilled`), that generator makes
+        the sample instead; it was distilled from the conditional head, so it takes no guidance.
+        `noise_NC` replaces the starting noise (distillation pairs noise with the teacher's output).
+        """
         num_steps = num_steps or self.config.num_sampling_steps
         count = condition_NC.shape[0]
         device = condition_NC.device
-        sample = torch.randn((count, self.config.latent_channels), generator=generator, device="cpu").to(device)
+        sample = noise_NC if noise_NC is not None else \
+            torch.randn((count, self.config.latent_channels), generator=generator, device="cpu").to(device)
+        if num_steps == 1 and distilled and self.one_step is not None:
+            return self.one_step_sample(self.one_step, sample, condition_NC) / self.config.target_scale
         timesteps = self.sampling_timesteps(num_steps)
         for index, step in enumerate(timesteps):
             step_tensor = torch.full((count,), step, device=device, dtype=torch.long)
@@ -159,7 +193,7 @@ class ResidualDiffusionHead(nn.Module):
                 velocity = (1 + guidance_scale) * velocity - guidance_scale * unguided
             alpha_bar = self.alphas_cumprod[step]
             previous = self.alphas_cumprod[timesteps[index + 1]] if index + 1 < len(timesteps) else None
-            predicted = alpha_bar.sqrt() * sample - (1 - alpha_bar).sqrt() * velocity
+            predicted = self.x0_from_velocity(sample, velocity, step_tensor)
             noise = (1 - alpha_bar).sqrt() * sample + alpha_bar.sqrt() * velocity
             if previous is None:
                 sample = predicted

@@ -334,14 +334,11 @@ class UnifiedVLM(nn.Module):
         if (labels != IGNORE_INDEX).any():
             losses["text"] = F.cross_entropy(text_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                              ignore_index=IGNORE_INDEX)
-        drawn = [layout for layout in batch.images if layout.generated]
-        if tokens is not None and drawn:
+        drawn = list(self._drawn_images(batch, tokens, hidden)) if tokens is not None else []
+        if drawn:
             scales = self.image_tokenizer.config.scales
             scale_hidden, scale_codes, last_hidden, last_codes, residuals = [], [], [], [], []
-            for layout in drawn:
-                image_tokens = tokens[layout.image_index]
-                codes = torch.cat([code.flatten() for code in image_tokens.codes])
-                positions = hidden[layout.sequence_index, layout.start:layout.start + codes.numel()]
+            for _, positions, codes, image_tokens in drawn:
                 scale_hidden.append(positions)
                 scale_codes.append(codes)
                 last = scales[-1] ** 2
@@ -356,6 +353,38 @@ class UnifiedVLM(nn.Module):
         if losses:
             losses["total"] = sum(weights[name] * value for name, value in losses.items())
         return losses
+
+    def _drawn_images(self, batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tensor):
+        """Per drawn image: its layout, scale-block hidden states, codes (every scale, flat) and tokens."""
+        for layout in batch.images:
+            if layout.generated:
+                image_tokens = tokens[layout.image_index]
+                codes = torch.cat([code.flatten() for code in image_tokens.codes])
+                yield layout, hidden[layout.sequence_index, layout.start:layout.start + codes.numel()], codes, \
+                    image_tokens
+
+    @torch.no_grad()
+    def teacher_forced_residuals(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
+                                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """With every drawn image's true codes fed: the residual head's conditions (n, s*s, hidden),
+        the true residuals (n, s*s, C), and each image's index in `batch.pixels`.
+
+        What residual-head distillation trains on, and what isolates the head in its benchmark
+        (the decoder's part is fixed by the true codes).
+        """
+        if tokens is None:
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
+        embeddings = self.embed(batch, tokens)
+        hidden = self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+        last = self.image_tokenizer.config.scales[-1] ** 2
+        conditions, residuals, indices = [], [], []
+        for layout, positions, codes, image_tokens in self._drawn_images(batch, tokens, hidden):
+            conditions.append(self.residual_condition(positions[-last:], codes[-last:]).float())
+            residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0].float())
+            indices.append(layout.image_index)
+        if not conditions:
+            raise ValueError("the batch has no drawn (assistant) images to take residuals from")
+        return torch.stack(conditions), torch.stack(residuals), indices
 
     def trainable_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """What differs from the stock backbone, by file."""

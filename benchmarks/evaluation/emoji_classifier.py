@@ -105,7 +105,7 @@ class EmojiClassifier:
 
     @torch.no_grad()
     def top_k(self, images: list[Image.Image], k: int = 5) -> list[list[str]]:
-        pixels = torch.stack([torch.from_numpy(np.asarray(image.convert("RGB").resize(
+        pixels = torch.stack([torch.from_numpy(np.array(image.convert("RGB").resize(
             (self.image_size, self.image_size), Image.Resampling.BICUBIC))).permute(2, 0, 1).float() / 127.5 - 1
             for image in images])
         ranked = self.net(pixels).topk(k, dim=1).indices
