@@ -68,6 +68,13 @@ class BrowserSession:
         return shown
 
 
+def residual_label(model: UnifiedVLM) -> str:
+    """The residual-steps control says what 1 step means for this model."""
+    if model.residual_head.one_step is not None:
+        return "residual steps (0 = discrete only, 1 = one-step distilled head, 2-8 = diffusion steps)"
+    return "residual steps (0 = discrete only; this model has no distilled one-step head)"
+
+
 def build_app(model: UnifiedVLM) -> gr.Blocks:
     def session_of(state: BrowserSession | None) -> BrowserSession:
         return state if state is not None else BrowserSession(model)
@@ -136,7 +143,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
         with gr.Accordion("settings", open=False):
             temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature (0 = greedy)")
             cfg_scale = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="CFG scale (1 = off)")
-            residual_steps = gr.Slider(0, 8, value=8, step=1, label="residual steps (0 = discrete only)")
+            residual_steps = gr.Slider(0, 8, value=8, step=1, label=residual_label(model))
             seed = gr.Number(value=-1, precision=0, label="seed (-1 = random)")
             max_images = gr.Slider(0, 8, value=4, step=1, label="max images per answer")
         gr.Examples(EXAMPLES, inputs=[message, upload], label="try")

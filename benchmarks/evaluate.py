@@ -127,7 +127,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         sweep = {f"{scale:g}": (hybrid if scale == settings.cfg_scale else
                                 geneval.run(model, settings, scale, settings.residual_steps))
                  for scale in settings.cfg_sweep}
-        results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep}
+        results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep,
+                              "ceiling_hybrid": geneval.ceiling(model, settings, use_residual=True),
+                              "ceiling_discrete": geneval.ceiling(model, settings, use_residual=False)}
         results["geneval_overall"] = hybrid["overall"]
         results["geneval_discrete_overall"] = discrete["overall"]
         _plot_geneval(results, figures / "geneval.png")
@@ -223,7 +225,10 @@ def report(results: dict, command: str) -> str:
         head = "| setting | " + " | ".join(categories) + " |"
         rows = [head, "|" + "---|" * (len(categories) + 1)]
         settings = [("hybrid", results["geneval"]["hybrid"]), ("discrete only", results["geneval"]["discrete"]),
-                    *[(f"hybrid, CFG {scale}", values) for scale, values in results["geneval"]["cfg_sweep"].items()]]
+                    *[(f"hybrid, CFG {scale}", values) for scale, values in results["geneval"]["cfg_sweep"].items()],
+                    ("ceiling: tokenizer reconstructions of the true renders, hybrid",
+                     results["geneval"]["ceiling_hybrid"]),
+                    ("ceiling: the same, discrete only", results["geneval"]["ceiling_discrete"])]
         for name, values in settings:
             rows.append(f"| {name} | " + " | ".join(f"{values[category]:.2f}" for category in categories) + " |")
         parts += ["## Shapes GenEval", "", f"{results['settings']['geneval_prompts']} prompts per category.", "",

@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--temperature", type=float, default=0.7, help="text sampling temperature (0 = greedy)")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance for images (1 = off)")
-    parser.add_argument("--residual-steps", type=int, default=8, help="residual head steps (0 = discrete-only)")
+    parser.add_argument("--residual-steps", type=int, default=8,
+                        help="residual head: 0 = discrete-only, 1 = the distilled one-step head (where the model "
+                             "has one), N = N diffusion steps")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")
     return parser.parse_args(argv)

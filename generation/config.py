@@ -33,7 +33,9 @@ class GenerationConfig:
     image_temperature: PerScale = 1.0
     image_top_k: PerScale = 0
     image_top_p: PerScale = 1.0
-    residual_steps: int = 8  # 0 = discrete-only images
+    # Residual head: 0 = discrete-only images; 1 = the distilled one-step head where the model ships
+    # one (one DDIM step otherwise); N = N DDIM steps of the diffusion head.
+    residual_steps: int = 8
     previews: bool = False  # emit a decoded preview after every scale (costs one decode per scale)
     force_image: bool = False  # the reply starts with an image instead of sampled text
     num_sequences: int = 1  # answers drawn for one prompt in one batched run

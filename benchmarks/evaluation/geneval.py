@@ -17,11 +17,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import torch
 from PIL import Image
 
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
-from training.shapes import Shape, describe, position_name, random_scene
+from training.shapes import Shape, describe, position_name, random_scene, render
 from training.shapes_detector import detect
+from vlm.image_io import images_to_tensor, tensor_to_pil
 from vlm.unified_model import UnifiedVLM
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "colour_attribution")
@@ -67,6 +69,24 @@ def prompts(settings: EvalSettings) -> list[tuple[str, list[Shape]]]:
     """(category, scene) pairs, the same for every model and setting."""
     rng = random.Random(f"geneval-{settings.seed}")
     return [(category, _scene(category, rng)) for category in CATEGORIES for _ in range(settings.geneval_prompts)]
+
+
+@torch.no_grad()
+def ceiling(model: UnifiedVLM, settings: EvalSettings, use_residual: bool) -> dict[str, float]:
+    """The same checks on the image tokenizer's reconstructions of the true renders: the best
+    any decoder could score when it always picks the right codes (and, with the residual, the
+    right residual)."""
+    cases = prompts(settings)
+    pixels = images_to_tensor([render(scene) for _, scene in cases], model.image_tokenizer.config.image_size)
+    tokens = model.image_tokenizer.encode_pixels(pixels.to(model.device))
+    images = tensor_to_pil(model.image_tokenizer.decode(tokens, use_residual=use_residual))
+    correct: dict[str, list[bool]] = {category: [] for category in CATEGORIES}
+    for (category, scene), image in zip(cases, images):
+        correct[category].append(check(category, scene, image))
+    result = {category: sum(values) / len(values) for category, values in correct.items()}
+    result["overall"] = sum(result[category] for category in CATEGORIES) / len(CATEGORIES)
+    result["drew_image"] = 1.0
+    return result
 
 
 def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_steps: int,
