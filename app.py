@@ -25,11 +25,12 @@ from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE_IMAGE = Path(__file__).resolve().parent / "docs" / "examples" / "shapes.png"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "docs" / "examples"
 EXAMPLES = [
     ["Hi! I'm making a poster. Can you draw a red circle for it?", None],
     ["How do I draw a snowman? Show me step by step.", None],
-    ["What shapes are in this picture?", str(EXAMPLE_IMAGE)],
+    ["What shapes are in this picture?", str(EXAMPLES_DIR / "shapes.png")],
+    ["Make the circle green.", str(EXAMPLES_DIR / "edit_source_shapes.png")],  # an edit of an upload
 ]
 
 
