@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
 from gradio_client import Client, handle_file
 
 from app import build_app, parse_args
+from benchmarks.app_browser import free_port
 from tests.tiny_vlm import force_one_image, perturbed, tiny_model
 
 SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
