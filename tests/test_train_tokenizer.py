@@ -88,6 +88,33 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(image_folder, t
         assert torch.equal(a[name], b[name]), name
 
 
+def test_freezing_the_encoder_trains_the_decoder_and_keeps_every_code(image_folder, tiny_config_file, tmp_path):
+    start = tmp_path / "start"
+    run_training(image_folder, tiny_config_file, start, 3)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    Image.new("RGB", (40, 40), "magenta").save(extra / "plain.png")
+    tuned = tmp_path / "tuned"
+    main(["--data", str(image_folder), "--extra-data", str(extra), "--init", str(start / "tokenizer"),
+          "--freeze-encoder", "--output-dir", str(tuned), "--steps", "4", "--batch-size", "4", "--warmup-steps",
+          "1", "--learning-rate", "3e-3", "--log-every", "1", "--mixed-precision", "no",
+          "--dead-code-restart-every", "2"])
+    before = HybridTokenizer.from_pretrained(start / "tokenizer")
+    after = HybridTokenizer.from_pretrained(tuned / "tokenizer")
+    old, new = before.state_dict(), after.state_dict()
+    kept = [name for name in old if not name.startswith("decoder.")]
+    assert kept and all(torch.equal(old[name], new[name]) for name in kept)
+    assert any(not torch.equal(old[name], new[name]) for name in old if name.startswith("decoder."))
+    images = sorted(image_folder.glob("*.png")) + [extra / "plain.png"]
+    a, b = before.encode(images), after.encode(images)
+    assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes)) and torch.equal(a.residual, b.residual)
+
+
+def test_freezing_needs_a_trained_tokenizer(image_folder, tiny_config_file, tmp_path):
+    with pytest.raises(ValueError, match="give that tokenizer with --init"):
+        run_training(image_folder, tiny_config_file, tmp_path / "run", 2, "--freeze-encoder")
+
+
 def test_batches_depend_only_on_seed_and_step():
     full = ResumableBatchSampler(10, 3, seed=5, start_step=0)
     later = ResumableBatchSampler(10, 3, seed=5, start_step=4)
@@ -109,5 +136,5 @@ def test_help_explains_every_flag():
     result = subprocess.run([sys.executable, "-m", "training.train_tokenizer", "--help"],
                             capture_output=True, text=True, check=True)
     for flag in ("--data", "--output-dir", "--steps", "--discrete-path-probability", "--mixed-precision",
-                 "--dead-code-restart-every", "--init"):
+                 "--dead-code-restart-every", "--init", "--freeze-encoder", "--extra-data"):
         assert flag in result.stdout

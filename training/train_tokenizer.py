@@ -2,6 +2,9 @@
 
     python -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer --steps 20000
     accelerate launch -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer
+    # adapt only the decoder to more images; codes stay the same, so trained models stay valid:
+    python -m training.train_tokenizer --init vlm/pretrained/tokenizer --freeze-encoder \
+        --extra-data data/default/images --output-dir runs/tokenizer_decoder --steps 2000
 
 As in HART, each batch is decoded through one of two paths picked at random: the hybrid
 path (the exact continuous latent, i.e. a plain autoencoder) or the discrete-only path
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from training.image_data import ImageFolderDataset, OpenMojiDataset
@@ -47,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data", default="openmoji",
                         help="'openmoji' for the OpenMoji wheel's training split, or a folder of your own images")
+    parser.add_argument("--extra-data", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="another folder of images (searched recursively) added to the training images; "
+                             "repeatable, e.g. data/default/images for the shapes and step-by-step renders")
     parser.add_argument("--output-dir", required=True, type=Path,
                         help="folder for checkpoint/, tokenizer/ and log.csv; an existing checkpoint there is resumed")
     parser.add_argument("--config", type=Path, default=None,
@@ -55,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="start from this save_pretrained folder instead of random weights (fine-tuning); "
                              "with --config, grow it into that config's deeper encoder/decoder "
                              "(new blocks start as the identity)")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="train the decoder only: the encoder, quantizer and codebook stay as --init left them, "
+                             "so codes and residuals are unchanged and a model trained on this tokenizer stays "
+                             "valid; use it to adapt the decoder to new images (needs --init)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="override the config's image size (e.g. 256 on a GPU); the last scale must still fit")
     parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps of the run")
@@ -135,8 +145,21 @@ class TrainingState:
 
 def build_dataset(args: argparse.Namespace, image_size: int, split: str) -> Dataset:
     if args.data == "openmoji":
-        return OpenMojiDataset(split, image_size, args.heldout_percent)
-    return ImageFolderDataset(args.data, image_size)
+        dataset = OpenMojiDataset(split, image_size, args.heldout_percent)
+    else:
+        dataset = ImageFolderDataset(args.data, image_size)
+    if split != "train" or not args.extra_data:
+        return dataset
+    return ConcatDataset([dataset, *(ImageFolderDataset(folder, image_size) for folder in args.extra_data)])
+
+
+def trainable_parameters(model: HybridTokenizer, freeze_encoder: bool) -> list[torch.nn.Parameter]:
+    """All weights, or with `freeze_encoder` the decoder's alone (the rest stop taking gradients)."""
+    if not freeze_encoder:
+        return list(model.parameters())
+    for module in (model.encoder, model.quantizer):
+        module.requires_grad_(False)
+    return list(model.decoder.parameters())
 
 
 def learning_rate_factor(step: int, args: argparse.Namespace) -> float:
@@ -223,10 +246,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.image_size is not None:
             config = TokenizerConfig.from_dict({**json.loads(config.to_json()), "image_size": args.image_size})
         model = HybridTokenizer(config)
+    if args.freeze_encoder and args.init is None:
+        raise ValueError("--freeze-encoder keeps a trained encoder fixed: give that tokenizer with --init")
+    if args.freeze_encoder and args.config is not None:
+        raise ValueError("--freeze-encoder cannot grow the model with --config: new encoder blocks would change "
+                         "the codes")
     train_set = build_dataset(args, config.image_size, "train")
     heldout_set = build_dataset(args, config.image_size, "heldout") if args.data == "openmoji" else None
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.99),
+    optimizer = torch.optim.AdamW(trainable_parameters(model, args.freeze_encoder), lr=args.learning_rate, betas=(0.9, 0.99),
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, args))
     # Channels-last convolutions are ~20% faster on CPUs (oneDNN) and on tensor-core GPUs.
@@ -259,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     progress = tqdm(total=args.steps, initial=state.step, desc="tokenizer", disable=not accelerator.is_main_process)
     restarted = 0
+    # Moving codes would change what images encode to, which --freeze-encoder promises not to do.
+    restart_every = 0 if args.freeze_encoder else args.dead_code_restart_every
     while state.step < args.steps:
         pixels = next(loader)["pixels"].to(accelerator.device).contiguous(memory_format=torch.channels_last)
         # Seeded by the step, so a resumed run makes the same choices as an uninterrupted one.
@@ -270,18 +300,21 @@ def main(argv: list[str] | None = None) -> None:
         with accelerator.autocast():
             output = model(pixels, use_residual=use_residual)
         mse = F.mse_loss(output.reconstruction.float(), pixels)
-        loss = mse + args.vq_weight * output.quantized.vq_loss
+        loss = mse if args.freeze_encoder else mse + args.vq_weight * output.quantized.vq_loss
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         average.update_parameters(unwrapped)
+        if args.freeze_encoder:  # averaging equal weights still rounds: keep the frozen ones bit-exact
+            for name in ("encoder", "quantizer"):
+                getattr(average.module, name).load_state_dict(getattr(unwrapped, name).state_dict())
         for codes in output.quantized.codes:
             state.code_counts += torch.bincount(codes.flatten().cpu(), minlength=config.codebook_size).float()
         state.step += 1
         progress.update(1)
 
-        if args.dead_code_restart_every and state.step % args.dead_code_restart_every == 0:
+        if restart_every and state.step % restart_every == 0:
             restarted = restart_dead_codes(accelerator, unwrapped, state, output.quantized.latents_per_scale,
                                            step_generator)
         row = None
