@@ -40,7 +40,7 @@ BUILDERS = {
 }
 # The default model's mix: conversations built per kind, and sampling weights in training.
 DEFAULT_MIX = {"emoji": (4000, 3.0), "shapes": (4000, 3.0), "steps": (1000, 1.0), "chats": (1500, 1.0),
-               "edits": (3000, 2.0), "text": (48, 1.0)}
+               "edits": (3000, 2.0), "text": (800, 3.0)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
