@@ -4,7 +4,8 @@
     accelerate launch -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer
     # adapt only the decoder to more images; codes stay the same, so trained models stay valid:
     python -m training.train_tokenizer --init vlm/pretrained/tokenizer --freeze-encoder \
-        --extra-data data/default/images --output-dir runs/tokenizer_decoder --steps 2000
+        --extra-data data/default/images/shapes --extra-data data/default/images/steps \
+        --output-dir runs/tokenizer_decoder --steps 600
 
 As in HART, each batch is decoded through one of two paths picked at random: the hybrid
 path (the exact continuous latent, i.e. a plain autoencoder) or the discrete-only path
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="'openmoji' for the OpenMoji wheel's training split, or a folder of your own images")
     parser.add_argument("--extra-data", type=Path, action="append", default=[], metavar="FOLDER",
                         help="another folder of images (searched recursively) added to the training images; "
-                             "repeatable, e.g. data/default/images for the shapes and step-by-step renders")
+                             "repeatable, e.g. data/default/images/shapes and data/default/images/steps")
     parser.add_argument("--output-dir", required=True, type=Path,
                         help="folder for checkpoint/, tokenizer/ and log.csv; an existing checkpoint there is resumed")
     parser.add_argument("--config", type=Path, default=None,
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     train_set = build_dataset(args, config.image_size, "train")
     heldout_set = build_dataset(args, config.image_size, "heldout") if args.data == "openmoji" else None
 
-    optimizer = torch.optim.AdamW(trainable_parameters(model, args.freeze_encoder), lr=args.learning_rate, betas=(0.9, 0.99),
+    optimizer = torch.optim.AdamW(trainable_parameters(model, args.freeze_encoder), lr=args.learning_rate,
+                                  betas=(0.9, 0.99),
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, args))
     # Channels-last convolutions are ~20% faster on CPUs (oneDNN) and on tensor-core GPUs.
