@@ -128,8 +128,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                                 geneval.run(model, settings, scale, settings.residual_steps))
                  for scale in settings.cfg_sweep}
         results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep,
-                              "ceiling_hybrid": geneval.ceiling(model, settings, use_residual=True),
-                              "ceiling_discrete": geneval.ceiling(model, settings, use_residual=False)}
+                              "ceiling_hybrid": geneval.ceiling(model.image_tokenizer, settings, use_residual=True),
+                              "ceiling_discrete": geneval.ceiling(model.image_tokenizer, settings, use_residual=False)}
         results["geneval_overall"] = hybrid["overall"]
         results["geneval_discrete_overall"] = discrete["overall"]
         _plot_geneval(results, figures / "geneval.png")

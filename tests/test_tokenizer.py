@@ -167,8 +167,8 @@ def test_a_grown_tokenizer_computes_exactly_what_the_original_did(tiny_tokenizer
 
 
 def test_growing_refuses_anything_but_extra_blocks(tiny_tokenizer):
-    with pytest.raises(ValueError, match="codebook_size"):
-        tiny_tokenizer.grown(tiny_tokenizer_config(codebook_size=128))
+    with pytest.raises(ValueError, match="latent_channels"):
+        tiny_tokenizer.grown(tiny_tokenizer_config(latent_channels=16))
     with pytest.raises(ValueError, match="may only grow"):
         tiny_tokenizer.grown(tiny_tokenizer_config(decoder_res_blocks_per_level=(0, 0, 1)))
     with pytest.raises(ValueError, match="one entry per level"):

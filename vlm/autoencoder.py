@@ -15,18 +15,25 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels, eps=1e-6)
 
 
+def conv3x3(in_channels: int, out_channels: int, padding_mode: str) -> nn.Conv2d:
+    """A 3x3 'same' convolution. Replicate padding keeps a flat image flat right up to the
+    border, so a blank canvas gives one latent vector everywhere and hence one code per scale;
+    zero padding (the first tokenizer's) makes the border differ from the middle."""
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
+
+
 class ResidualBlock(nn.Module):
     """Pre-norm residual block: norm, SiLU, conv, twice."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, padding_mode: str = "zeros"):
         super().__init__()
         self.block = nn.Sequential(
             _group_norm(channels),
             nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            conv3x3(channels, channels, padding_mode),
             _group_norm(channels),
             nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            conv3x3(channels, channels, padding_mode),
         )
 
     def forward(self, hidden_BCHW: torch.Tensor) -> torch.Tensor:
@@ -46,14 +53,15 @@ class Encoder(nn.Module):
         latent_channels: int,
         channels: tuple[int, ...],
         res_blocks: tuple[int, ...],
+        padding_mode: str = "zeros",
     ):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1)]
+        layers: list[nn.Module] = [conv3x3(in_channels, channels[0], padding_mode)]
         for level, width in enumerate(channels):
             if level > 0:
-                layers.append(nn.Conv2d(channels[level - 1], width, 4, stride=2, padding=1))
-            layers.extend(ResidualBlock(width) for _ in range(res_blocks[level]))
-        layers.extend([_group_norm(channels[-1]), nn.SiLU(), nn.Conv2d(channels[-1], latent_channels, 3, padding=1)])
+                layers.append(nn.Conv2d(channels[level - 1], width, 4, stride=2, padding=1, padding_mode=padding_mode))
+            layers.extend(ResidualBlock(width, padding_mode) for _ in range(res_blocks[level]))
+        layers.extend([_group_norm(channels[-1]), nn.SiLU(), conv3x3(channels[-1], latent_channels, padding_mode)])
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
@@ -69,18 +77,18 @@ class Decoder(nn.Module):
         latent_channels: int,
         channels: tuple[int, ...],
         res_blocks: tuple[int, ...],
+        padding_mode: str = "zeros",
     ):
         super().__init__()
         widths = channels[::-1]
         blocks = res_blocks[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(latent_channels, widths[0], 3, padding=1)]
+        layers: list[nn.Module] = [conv3x3(latent_channels, widths[0], padding_mode)]
         for level, width in enumerate(widths):
             if level > 0:
-                layers.extend(
-                    [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[level - 1], width, 3, padding=1)]
-                )
-            layers.extend(ResidualBlock(width) for _ in range(blocks[level]))
-        layers.extend([_group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], out_channels, 3, padding=1)])
+                layers.extend([nn.Upsample(scale_factor=2, mode="nearest"),
+                               conv3x3(widths[level - 1], width, padding_mode)])
+            layers.extend(ResidualBlock(width, padding_mode) for _ in range(blocks[level]))
+        layers.extend([_group_norm(widths[-1]), nn.SiLU(), conv3x3(widths[-1], out_channels, padding_mode)])
         self.layers = nn.Sequential(*layers)
 
     def forward(self, latent_BCHW: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 
 from vlm.autoencoder import Decoder, Encoder, grow_into
 from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
-from vlm.quantizer import MultiScaleQuantizer, QuantizerOutput
+from vlm.quantizer import LOOKUPS, MultiScaleQuantizer, QuantizerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ DEFAULT_TOKENIZER_PATH = Path(__file__).resolve().parent / "pretrained" / "token
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing files or does not match its own config."""
+
+
+# What a saved config that lacks a field meant when it was written (before the field existed).
+LEGACY_DEFAULTS = {"lookup": "cosine", "padding_mode": "zeros"}
 
 
 @dataclass
@@ -52,6 +56,10 @@ class TokenizerConfig:
     num_phi_convs: int = 4
     phi_residual_ratio: float = 0.5
     commitment_weight: float = 0.25
+    # "l2": nearest code by squared distance (VAR, HART); "cosine": the first tokenizer's rule.
+    lookup: str = "l2"
+    # Padding of every 3x3 convolution: "replicate" keeps flat images flat up to the border.
+    padding_mode: str = "replicate"
 
     def __post_init__(self) -> None:
         self.encoder_channels = tuple(self.encoder_channels)
@@ -74,6 +82,10 @@ class TokenizerConfig:
             )
         if list(self.scales) != sorted(set(self.scales)):
             raise ValueError(f"scales must grow strictly, got {self.scales}")
+        if self.lookup not in LOOKUPS:
+            raise ValueError(f"lookup must be one of {LOOKUPS}, got {self.lookup!r}")
+        if self.padding_mode not in ("zeros", "replicate"):
+            raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {self.padding_mode!r}")
 
     @property
     def decoder_blocks(self) -> tuple[int, ...]:
@@ -136,9 +148,8 @@ class HybridTokenizer(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(
-            config.image_channels, config.latent_channels, config.encoder_channels, config.res_blocks_per_level
-        )
+        self.encoder = Encoder(config.image_channels, config.latent_channels, config.encoder_channels,
+                               config.res_blocks_per_level, config.padding_mode)
         self.quantizer = MultiScaleQuantizer(
             config.codebook_size,
             config.latent_channels,
@@ -146,23 +157,29 @@ class HybridTokenizer(nn.Module):
             config.num_phi_convs,
             config.phi_residual_ratio,
             config.commitment_weight,
+            config.lookup,
+            config.padding_mode,
         )
-        self.decoder = Decoder(
-            config.image_channels, config.latent_channels, config.encoder_channels, config.decoder_blocks
-        )
+        self.decoder = Decoder(config.image_channels, config.latent_channels, config.encoder_channels,
+                               config.decoder_blocks, config.padding_mode)
 
     def grown(self, config: TokenizerConfig) -> HybridTokenizer:
         """A copy with the deeper encoder/decoder of `config` that computes exactly what this one does.
 
         Extra residual blocks start as the identity (last convolution zeroed), so training a
         bigger tokenizer can resume from a trained smaller one instead of from scratch.
+        Besides growing, `config` may change the look-up rule, the padding and the codebook
+        size; a codebook of a new size starts untrained (see `training.codebook_kmeans`), so
+        such a copy no longer computes what this one does and needs training.
         """
         ours = asdict(self.config)
         theirs = asdict(config)
-        growable = {"res_blocks_per_level", "decoder_res_blocks_per_level"}
-        changed = sorted(key for key in ours if key not in growable and ours[key] != theirs[key])
+        changeable = {"res_blocks_per_level", "decoder_res_blocks_per_level", "lookup", "padding_mode",
+                      "codebook_size"}
+        changed = sorted(key for key in ours if key not in changeable and ours[key] != theirs[key])
         if changed:
-            raise ValueError(f"a grown tokenizer may only add residual blocks; these fields differ: {changed}")
+            raise ValueError("a grown tokenizer may only add residual blocks or change lookup, padding_mode and "
+                             f"codebook_size; these fields differ: {changed}")
         for name, old, new in (
             ("res_blocks_per_level", self.config.res_blocks_per_level, config.res_blocks_per_level),
             ("decoder_res_blocks_per_level", self.config.decoder_blocks, config.decoder_blocks),
@@ -170,7 +187,10 @@ class HybridTokenizer(nn.Module):
             if any(after < before for before, after in zip(old, new)):
                 raise ValueError(f"{name} may only grow: {old} -> {new}")
         grown = HybridTokenizer(config).to(self.device)
-        grown.quantizer.load_state_dict(self.quantizer.state_dict())
+        quantizer_state = self.quantizer.state_dict()
+        if config.codebook_size != self.config.codebook_size:
+            quantizer_state["codebook.weight"] = grown.quantizer.codebook.weight.detach().clone()
+        grown.quantizer.load_state_dict(quantizer_state)
         grow_into(self.encoder.layers, grown.encoder.layers)
         grow_into(self.decoder.layers, grown.decoder.layers)
         return grown
@@ -245,7 +265,8 @@ class HybridTokenizer(nn.Module):
             if not path.is_file():
                 raise CheckpointError(f"tokenizer checkpoint '{directory}' has no {path.name}")
         try:
-            config = TokenizerConfig.from_dict(json.loads(config_path.read_text()))
+            # A checkpoint saved before a field existed was made with that field's legacy value.
+            config = TokenizerConfig.from_dict({**LEGACY_DEFAULTS, **json.loads(config_path.read_text())})
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CheckpointError(f"'{config_path}' is not a valid tokenizer config: {error}") from error
         model = cls(config)

@@ -24,6 +24,7 @@ from benchmarks.evaluation.common import EvalSettings, first_image, image_config
 from training.shapes import Shape, describe, position_name, random_scene, render
 from training.shapes_detector import detect
 from vlm.image_io import images_to_tensor, tensor_to_pil
+from vlm.tokenizer import HybridTokenizer
 from vlm.unified_model import UnifiedVLM
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "colour_attribution")
@@ -72,14 +73,14 @@ def prompts(settings: EvalSettings) -> list[tuple[str, list[Shape]]]:
 
 
 @torch.no_grad()
-def ceiling(model: UnifiedVLM, settings: EvalSettings, use_residual: bool) -> dict[str, float]:
+def ceiling(image_tokenizer: HybridTokenizer, settings: EvalSettings, use_residual: bool) -> dict[str, float]:
     """The same checks on the image tokenizer's reconstructions of the true renders: the best
     any decoder could score when it always picks the right codes (and, with the residual, the
     right residual)."""
     cases = prompts(settings)
-    pixels = images_to_tensor([render(scene) for _, scene in cases], model.image_tokenizer.config.image_size)
-    tokens = model.image_tokenizer.encode_pixels(pixels.to(model.device))
-    images = tensor_to_pil(model.image_tokenizer.decode(tokens, use_residual=use_residual))
+    pixels = images_to_tensor([render(scene) for _, scene in cases], image_tokenizer.config.image_size)
+    tokens = image_tokenizer.encode_pixels(pixels.to(image_tokenizer.device))
+    images = tensor_to_pil(image_tokenizer.decode(tokens, use_residual=use_residual))
     correct: dict[str, list[bool]] = {category: [] for category in CATEGORIES}
     for (category, scene), image in zip(cases, images):
         correct[category].append(check(category, scene, image))
