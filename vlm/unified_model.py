@@ -43,6 +43,10 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# What a saved config that lacks a field meant when it was written (before the field existed).
+LEGACY_CONFIG_VALUES = {"image_input_norm": False}
+
+
 @dataclass
 class UnifiedVLMConfig:
     """Everything needed to rebuild the model around a stock backbone; saved as JSON."""
@@ -57,6 +61,9 @@ class UnifiedVLMConfig:
     image_loss_weight: float = 1.0
     residual_loss_weight: float = 1.0
     attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
+    # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder); False in models
+    # saved before this existed.
+    image_input_norm: bool = True
     residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
 
     def __post_init__(self) -> None:
@@ -98,6 +105,10 @@ class UnifiedVLM(nn.Module):
                 f"{config.residual_head.condition_channels}) must match the tokenizer's latent channels "
                 f"{tokenizer_config.latent_channels} and the backbone's hidden size {hidden}"
             )
+        text_rms = None
+        if config.image_input_norm:
+            text_embeddings = backbone.get_input_embeddings().weight[:self.base_vocab_size].detach().float()
+            text_rms = float(text_embeddings.square().mean(dim=-1).sqrt().mean())
         if config.finetune == "lora":
             new_rows = list(range(self.base_vocab_size, len(processor)))
             lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
@@ -108,7 +119,8 @@ class UnifiedVLM(nn.Module):
         self._adapters_folded = False  # see train()
         self._adapter_wrappers: list[tuple[nn.Module, str, nn.Module]] = []
         self.image_embedder = ImageEmbedder(tokenizer_config.latent_channels, hidden,
-                                            len(tokenizer_config.scales) + 1, config.num_position_frequencies)
+                                            len(tokenizer_config.scales) + 1, config.num_position_frequencies,
+                                            text_rms)
         self.image_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, tokenizer_config.codebook_size))
         self.residual_head = ResidualDiffusionHead(config.residual_head)
 
@@ -199,7 +211,7 @@ class UnifiedVLM(nn.Module):
             span = slice(layout.start, layout.start + content.shape[0])
             placed = self.image_embedder.place(batch.levels[layout.sequence_index, span].to(self.device),
                                                batch.grid_positions[layout.sequence_index, span].to(self.device))
-            inputs.append(content + placed)
+            inputs.append(self.image_embedder.combine(content, placed))
         return inputs
 
     def embed(self, batch: ProcessedBatch, tokens: HybridTokens | None) -> torch.Tensor:
@@ -228,8 +240,14 @@ class UnifiedVLM(nn.Module):
         return self.language_model.get_output_embeddings()(hidden)
 
     def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
-                generator: torch.Generator | None = None) -> UnifiedOutput:
-        """Teacher-forced pass over whole conversations, with the three losses where labels exist."""
+                generator: torch.Generator | None = None, all_logits: bool = True) -> UnifiedOutput:
+        """Teacher-forced pass over whole conversations, with the three losses where labels exist.
+
+        `all_logits=False` (what training uses) computes the 49k-way text logits only where a
+        label needs them and the image head only at drawn images' scale positions; the returned
+        `text_logits` and `image_logits` are then empty. At ~230 positions per drawing and a
+        handful of labelled ones, that is about a fifth of a step's compute saved.
+        """
         if tokens is None:
             tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
         embeddings = self.embed(batch, tokens)
@@ -237,10 +255,12 @@ class UnifiedVLM(nn.Module):
         if self.training and self.config.condition_dropout > 0:
             mask = self._drop_conditions(batch, mask, generator)
         hidden = self.run_decoder(embeddings, mask, batch.position_ids)
-        text_logits = self.text_logits(hidden)
-        losses = self._losses(batch, tokens, text_logits, hidden, generator)
-        image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0]) if tokens is not None else \
-            hidden.new_zeros(0, self.image_head[1].out_features)
+        text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
+        losses = self._losses(batch, tokens, text_logits if all_logits else None, hidden, generator)
+        if all_logits and tokens is not None:
+            image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0])
+        else:
+            image_logits = hidden.new_zeros(0, self.image_head[1].out_features)
         return UnifiedOutput(text_logits, image_logits, hidden, losses)
 
     # ----- incremental decoding (the generation loop builds on these) -----
@@ -308,7 +328,7 @@ class UnifiedVLM(nn.Module):
         centres = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
         grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).view(-1, 2)
         levels = torch.full((size * size,), level, dtype=torch.long, device=self.device)
-        return content + self.image_embedder.place(levels, grid)
+        return self.image_embedder.combine(content, self.image_embedder.place(levels, grid))
 
     def residual_condition(self, hidden_BNH: torch.Tensor, codes_BN: torch.Tensor) -> torch.Tensor:
         """What the residual head is conditioned on: the last-scale hidden state plus its chosen code."""
@@ -327,13 +347,16 @@ class UnifiedVLM(nn.Module):
                 mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
         return mask
 
-    def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor,
+    def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor | None,
                 hidden: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """`text_logits` None: computed here at the labelled positions only (the same loss)."""
         losses: dict[str, torch.Tensor] = {}
-        labels = batch.text_labels.to(self.device)
-        if (labels != IGNORE_INDEX).any():
-            losses["text"] = F.cross_entropy(text_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                             ignore_index=IGNORE_INDEX)
+        targets = batch.text_labels.to(self.device)[:, 1:]
+        labelled = targets != IGNORE_INDEX
+        if labelled.any():
+            logits = self.text_logits(hidden[:, :-1][labelled]) if text_logits is None \
+                else text_logits[:, :-1][labelled]
+            losses["text"] = F.cross_entropy(logits.float(), targets[labelled])
         drawn = list(self._drawn_images(batch, tokens, hidden)) if tokens is not None else []
         if drawn:
             scales = self.image_tokenizer.config.scales
@@ -362,6 +385,19 @@ class UnifiedVLM(nn.Module):
                 codes = torch.cat([code.flatten() for code in image_tokens.codes])
                 yield layout, hidden[layout.sequence_index, layout.start:layout.start + codes.numel()], codes, \
                     image_tokens
+
+    @torch.no_grad()
+    def teacher_forced_code_logits(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
+                                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per drawn image, with the true codes fed: (codebook logits, true codes) over its scale
+        positions, every scale in order (scale 1 first). No condition dropout: what the model
+        predicts for the conversation as given. Used to measure teacher-forced accuracy."""
+        if tokens is None:
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
+        embeddings = self.embed(batch, tokens)
+        hidden = self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+        return [(self.image_head(positions).float(), codes)
+                for _, positions, codes, _ in self._drawn_images(batch, tokens, hidden)]
 
     @torch.no_grad()
     def teacher_forced_residuals(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
@@ -437,7 +473,7 @@ class UnifiedVLM(nn.Module):
             if tokenizer_reference != "default":
                 raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder")
             tokenizer_dir = None
-        config = UnifiedVLMConfig(**values)
+        config = UnifiedVLMConfig(**{**LEGACY_CONFIG_VALUES, **values})
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         if len(model.processor) != vocab_size:
             raise CheckpointError(f"'{directory}' was saved with {vocab_size} tokens, but backbone "

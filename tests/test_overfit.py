@@ -1,0 +1,95 @@
+"""The memorise-N-drawings benchmark's pieces, and the recipe changes it judged, on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.overfit import drawing_conversations, reproduced, scale_accuracy, teacher_forced_accuracy
+from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
+from training.train import IMAGE_LAYER_PREFIXES, TrainConfig, parameter_groups, resolve_precision
+
+
+def test_drawing_conversations_are_distinct_seeded_single_shapes():
+    cases = drawing_conversations(20, seed=0)
+    assert len({tuple((s.kind, s.colour, s.size, s.x, s.y) for s in scene) for scene, _ in cases}) == 20
+    assert all(len(scene) == 1 for scene, _ in cases)
+    scene, messages = cases[0]
+    assert messages[0]["content"].startswith(f"Draw a {scene[0].phrase}")
+    assert isinstance(messages[1]["content"][1]["image"], Image.Image)
+    assert drawing_conversations(3, seed=0)[0][1][0] == messages[0]
+    with pytest.raises(ValueError, match="distinct single shapes"):
+        drawing_conversations(400, seed=0)
+
+
+def test_scale_accuracy_on_known_predictions():
+    scales = (1, 2, 3)
+    codes = torch.arange(14)
+    predicted = codes.clone()
+    predicted[0] = 99  # scale 1 wrong
+    predicted[1:3] = 99  # half of scale 2 wrong
+    assert scale_accuracy(predicted, codes, scales) == [(0, 1), (2, 4), (9, 9)]
+    with pytest.raises(ValueError, match="expected 14 codes"):
+        scale_accuracy(predicted[:5], codes[:5], scales)
+
+
+def test_the_judge_accepts_true_renders_and_refuses_others():
+    cases = drawing_conversations(12, seed=1)
+    for scene, messages in cases:
+        assert reproduced(scene, messages[1]["content"][1]["image"])
+    scene = cases[0][0]
+    assert not reproduced(scene, Image.new("RGB", (64, 64), "white"))
+    assert not reproduced(scene, cases[1][1][1]["content"][1]["image"])
+    assert not reproduced(scene, None)
+
+
+def test_teacher_forced_accuracy_matches_the_argmax_of_the_forward(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    torch.nn.Module.train(model, False)
+    accuracy = teacher_forced_accuracy(model, [drawing_chat(), drawing_chat()])
+    assert len(accuracy) == len(model.image_tokenizer.config.scales)
+    batch = model.processor([drawing_chat()])
+    (logits, codes), = model.teacher_forced_code_logits(batch)
+    full = model(batch).image_logits[:codes.numel()]
+    torch.testing.assert_close(logits, full.float())
+    expected = [correct / total for correct, total in
+                scale_accuracy(logits.argmax(-1), codes, model.image_tokenizer.config.scales)]
+    assert accuracy == pytest.approx(expected)
+
+
+def test_training_losses_need_no_full_logits(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    torch.nn.Module.train(model, False)
+    batch = model.processor([drawing_chat(), [{"role": "user", "content": "Hi"},
+                                              {"role": "assistant", "content": "Hello there."}]])
+    full = model(batch, generator=torch.Generator().manual_seed(0)).losses
+    lean = model(batch, generator=torch.Generator().manual_seed(0), all_logits=False)
+    assert lean.text_logits.numel() == 0
+    for name in ("text", "image", "residual", "total"):
+        torch.testing.assert_close(lean.losses[name], full[name])
+
+
+def test_image_inputs_come_at_the_text_embeddings_scale(tiny_parts):
+    model = tiny_model(tiny_parts)
+    text = model.language_model.get_input_embeddings().weight[:model.base_vocab_size]
+    text_rms = float(text.detach().square().mean(dim=-1).sqrt().mean())
+    latent = torch.randn(1, 8, 2, 2) * 5
+    inputs = model.image_block_embeddings(1, latent)
+    assert float(inputs.square().mean(dim=-1).sqrt().mean()) == pytest.approx(text_rms, rel=1e-3)
+    legacy = tiny_model(tiny_parts, image_input_norm=False)
+    assert legacy.image_embedder.input_gain is None
+
+
+def test_precision_auto_and_learning_rate_groups(tiny_parts):
+    assert resolve_precision("no") == "no" and resolve_precision("bf16") == "bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not torch.cuda.is_available():
+        assert resolve_precision("auto") == ("bf16" if capability in ("AVX512", "AMX") else "no")
+    model = tiny_model(tiny_parts)
+    groups = parameter_groups(model, TrainConfig(learning_rate=1e-3, image_layers_learning_rate=5e-3))
+    assert [group["lr"] for group in groups] == [1e-3, 5e-3]
+    image_ids = {id(p) for name, p in model.named_parameters() if name.startswith(IMAGE_LAYER_PREFIXES)}
+    assert {id(p) for p in groups[1]["params"]} == image_ids
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for group in groups for p in group["params"]} == trainable
