@@ -162,6 +162,8 @@ def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
         "tokenizer": args.tokenizer or "shipped", "scales": list(model.image_tokenizer.config.scales),
         "image_loss_per_step": [row.get("image") for row in log],
         "image_loss_first10": mean(first, "image"), "image_loss_last10": mean(last, "image"),
+        "image_loss_per_scale_last10": [mean(last, f"image_scale_{index + 1}")
+                                        for index in range(len(model.image_tokenizer.config.scales))],
         "teacher_forced_accuracy_per_scale": accuracy, "reproduced": sum(hits),
         "reproduced_per_image": hits, "train_seconds": train_seconds, "seconds": time.time() - started,
     }
@@ -179,6 +181,9 @@ def format_report(results: dict) -> str:
               "|---|" + "---|" * len(scales),
               "| teacher-forced accuracy | " + " | ".join(f"{value:.2f}"
                                                         for value in results["teacher_forced_accuracy_per_scale"])
+              + " |",
+              "| image loss, last 10 steps | " + " | ".join(f"{value:.2f}"
+                                                          for value in results["image_loss_per_scale_last10"])
               + " |", "",
               f"reproduced when asked (detector): {results['reproduced']} / {results['images']}",
               f"image loss: {results['image_loss_first10']:.2f} (steps 1-10) -> {results['image_loss_last10']:.2f} "

@@ -93,3 +93,17 @@ def test_precision_auto_and_learning_rate_groups(tiny_parts):
     assert {id(p) for p in groups[1]["params"]} == image_ids
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for group in groups for p in group["params"]} == trainable
+
+
+@pytest.mark.parametrize("per", ["token", "scale"])
+def test_per_scale_image_losses_and_their_weighting(tiny_parts, per):
+    model = perturbed(tiny_model(tiny_parts, image_loss_per=per))
+    torch.nn.Module.train(model, False)
+    output = model(model.processor([drawing_chat(), drawing_chat()]), all_logits=False)
+    scales = model.image_tokenizer.config.scales
+    per_scale = torch.stack([output.metrics[f"image_scale_{index + 1}"] for index in range(len(scales))])
+    sizes = torch.tensor([size * size for size in scales], dtype=torch.float32)
+    expected = per_scale.mean() if per == "scale" else (per_scale * sizes).sum() / sizes.sum()
+    torch.testing.assert_close(output.losses["image"].detach(), expected)
+    with pytest.raises(ValueError, match="image_loss_per"):
+        tiny_model(tiny_parts, image_loss_per="pixel")

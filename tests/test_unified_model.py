@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
@@ -51,8 +52,9 @@ def test_save_then_load_gives_identical_outputs(tiny_parts, tmp_path):
     assert torch.equal(before.losses["residual"], after.losses["residual"])
 
 
-def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts):
-    model = tiny_model(tiny_parts, finetune="full")
+@pytest.mark.parametrize("norm", [False, True])
+def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts, norm):
+    model = tiny_model(tiny_parts, finetune="full", image_input_norm=norm)
     model.train()
     batch = model.processor(drawing_chat())
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -135,3 +137,20 @@ def test_eval_merges_adapters_for_speed_without_changing_outputs(tiny_parts):
     model.train()
     model(batch).losses["total"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+
+
+def test_loading_refuses_a_model_paired_with_another_image_tokenizer(tiny_parts, tmp_path):
+    import json
+
+    from tests.conftest import tiny_tokenizer_config
+    from vlm.tokenizer import CheckpointError, HybridTokenizer
+
+    model = tiny_model(tiny_parts)
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "vlm_config.json").read_text())
+    assert config["image_tokenizer_fingerprint"] == model.image_tokenizer.fingerprint()
+    UnifiedVLM.from_pretrained(tmp_path / "model")  # its own tokenizer: fine
+    torch.manual_seed(5)
+    HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tmp_path / "model" / "image_tokenizer")
+    with pytest.raises(CheckpointError, match="trained on image tokenizer"):
+        UnifiedVLM.from_pretrained(tmp_path / "model")

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(staging / IMAGE_TOKENIZER_DIR)
         config = json.loads((staging / CONFIG_NAME).read_text())
         config["image_tokenizer"] = "default"
+        config["image_tokenizer_fingerprint"] = HybridTokenizer.from_pretrained().fingerprint()
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file())
     if size > BUDGET_BYTES:

@@ -53,6 +53,7 @@ class TrainConfig:
     lora_rank: int = 16
     condition_dropout: float = 0.1
     image_input_norm: bool = True  # for init "new": image inputs at the text embeddings' scale
+    image_loss_per: str = "token"  # "token" or "scale": how the image loss averages over codes
     steps: int = 2000
     batch_size: int = 4
     gradient_accumulation: int = 2
@@ -90,6 +91,8 @@ HELP = {
     "finetune": "with --init new: 'lora' (adapters + new layers) or 'full' (every backbone weight too)",
     "lora_rank": "with --init new: LoRA rank",
     "condition_dropout": "share of drawn images trained without their prompt (classifier-free guidance)",
+    "image_loss_per": "'token' (every code weighs the same; the 64 finest codes dominate) or 'scale' (every "
+                      "scale weighs the same)",
     "image_input_norm": "with --init new: RMS-normalise image inputs to the text embeddings' scale "
                         "(--no-image-input-norm: the first models' unnormalised inputs, ~4x larger)",
     "steps": "optimizer steps in total",
@@ -208,11 +211,13 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
         model_config = UnifiedVLMConfig(finetune=config.finetune, lora_rank=config.lora_rank,
                                         condition_dropout=config.condition_dropout,
                                         image_input_norm=config.image_input_norm)
+        model_config.image_loss_per = config.image_loss_per
         if config.backbone:
             model_config.backbone = config.backbone
         return UnifiedVLM.from_backbone(model_config, config.image_tokenizer)
     model = UnifiedVLM.from_pretrained(None if config.init == "default" else config.init, for_training=True)
     model.config.condition_dropout = config.condition_dropout
+    model.config.image_loss_per = config.image_loss_per
     return model
 
 
@@ -243,16 +248,23 @@ def write_loss_curve(log_path: Path, out: Path) -> None:
         rows = list(csv.DictReader(handle))
     if not rows:
         return
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, (axis, scale_axis) = plt.subplots(1, 2, figsize=(12, 4))
     steps = [int(row["step"]) for row in rows]
+
+    def column(name: str) -> list[float]:
+        return [float(row[name]) if row.get(name) else float("nan") for row in rows]
+
     for name in ("total", "text", "image", "residual"):
-        values = [float(row[name]) if row[name] else float("nan") for row in rows]
-        axis.plot(steps, values, label=name)
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_yscale("log")
-    axis.legend()
-    axis.grid(alpha=0.3)
+        axis.plot(steps, column(name), label=name)
+    for name in sorted(key for key in rows[0] if key.startswith("image_scale_")):
+        scale_axis.plot(steps, column(name), label=name.replace("image_scale_", "scale "))
+    for subplot, title in ((axis, "losses (window means)"), (scale_axis, "image loss per scale")):
+        subplot.set_xlabel("step")
+        subplot.set_ylabel("loss (nats)")
+        subplot.set_yscale("log")
+        subplot.set_title(title)
+        subplot.legend()
+        subplot.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     plt.close(figure)
@@ -316,21 +328,27 @@ def main(argv: list[str] | None = None) -> None:
         output.mkdir(parents=True, exist_ok=True)
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     log_path = output / "log.csv"
-    columns = ["step", "total", "text", "image", "residual", "learning_rate", "tokens", "tokens_per_s", "seconds"]
+    scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
+    loss_columns = ["total", "text", "image", "residual", *scale_columns]
+    columns = ["step", *loss_columns, "learning_rate", "tokens", "tokens_per_s", "seconds"]
     progress = tqdm(total=config.steps, initial=step, desc="train", disable=not accelerator.is_main_process)
     started = time.time()
     window_tokens, window_started = 0, time.time()
+    # A log row is the mean over the forwards since the previous row (each loss over the forwards
+    # that had it: a batch without text labels has no text loss).
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     while step < config.steps:
         for micro_step in range(config.gradient_accumulation):
             conversations = data.batch(step, micro_step, config.batch_size, accelerator.process_index)
             batch = unwrapped.processor(conversations)
             last = micro_step == config.gradient_accumulation - 1
             with nullcontext() if last else accelerator.no_sync(prepared):
-                losses = prepared(batch, generator=generator, all_logits=False).losses
-                accelerator.backward(losses["total"] / config.gradient_accumulation)
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / config.gradient_accumulation
+                output_ = prepared(batch, generator=generator, all_logits=False)
+                accelerator.backward(output_.losses["total"] / config.gradient_accumulation)
+            for name, value in (output_.losses | output_.metrics).items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+                counts[name] = counts.get(name, 0) + 1
             window_tokens += int(batch.padding_mask.sum())
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
@@ -338,22 +356,23 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{sums.get('total', 0.0):.3f}")
-        if accelerator.is_main_process and (step % config.log_every == 0 or step == config.steps):
-            elapsed = time.time() - window_started
-            row = {"step": step, **{name: f"{sums.get(name, float('nan')):.5f}" for name in
-                                   ("total", "text", "image", "residual")},
-                   "learning_rate": f"{scheduler.get_last_lr()[0]:.3e}", "tokens": window_tokens,
-                   "tokens_per_s": f"{window_tokens / max(elapsed, 1e-9):.1f}",
-                   "seconds": f"{time.time() - started:.1f}"}
-            new_file = not log_path.is_file()
-            with log_path.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                if new_file:
-                    writer.writeheader()
-                writer.writerow(row)
+        progress.set_postfix(loss=f"{float(output_.losses['total']):.3f}")
+        if step % config.log_every == 0 or step == config.steps:
+            if accelerator.is_main_process:
+                elapsed = time.time() - window_started
+                row = {"step": step, **{name: f"{sums[name] / counts[name]:.5f}" if counts.get(name) else ""
+                                       for name in loss_columns},
+                       "learning_rate": f"{scheduler.get_last_lr()[0]:.3e}", "tokens": window_tokens,
+                       "tokens_per_s": f"{window_tokens / max(elapsed, 1e-9):.1f}",
+                       "seconds": f"{time.time() - started:.1f}"}
+                new_file = not log_path.is_file()
+                with log_path.open("a", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=columns)
+                    if new_file:
+                        writer.writeheader()
+                    writer.writerow(row)
             window_tokens, window_started = 0, time.time()
-        sums = {}
+            sums, counts = {}, {}
         if step % config.checkpoint_every == 0 or step == config.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

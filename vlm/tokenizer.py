@@ -8,6 +8,7 @@ hybrid decoding is exactly the plain autoencoder: the residual holds all the cod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -239,6 +240,18 @@ class HybridTokenizer(nn.Module):
     def scale_inputs(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-scale inputs for the decoder model; see `MultiScaleQuantizer.scale_inputs`."""
         return self.quantizer.scale_inputs([item.to(self.device) for item in codes])
+
+    def fingerprint(self) -> str:
+        """A short hash of the config and every weight: the codes a model was trained on.
+
+        A chat model that names a tokenizer instead of carrying a copy records this, so it is
+        never silently paired with a different one (every code would mean something else).
+        """
+        digest = hashlib.sha256(self.config.to_json().encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json + model.safetensors; writes to temporary names first so a crash never

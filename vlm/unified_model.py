@@ -59,6 +59,7 @@ class UnifiedVLMConfig:
     num_position_frequencies: int = 8
     condition_dropout: float = 0.1
     image_loss_weight: float = 1.0
+    image_loss_per: str = "token"  # "token" (each code the same) or "scale" (each scale the same)
     residual_loss_weight: float = 1.0
     attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
     # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder); False in models
@@ -70,6 +71,8 @@ class UnifiedVLMConfig:
         if isinstance(self.residual_head, dict):
             self.residual_head = ResidualHeadConfig(**self.residual_head)
         self.lora_target_modules = tuple(self.lora_target_modules)
+        if self.image_loss_per not in ("token", "scale"):
+            raise ValueError(f"image_loss_per must be 'token' or 'scale', got {self.image_loss_per!r}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
 
@@ -82,6 +85,8 @@ class UnifiedOutput:
     image_logits: torch.Tensor  # (N_scale_positions, codebook), scale-block positions in batch order
     hidden_states: torch.Tensor  # (B, L, hidden), the backbone's last layer
     losses: dict[str, torch.Tensor]  # "text", "image", "residual", "total" (where present)
+    # Detached diagnostics: "image_scale_k", the image loss of scale k (1-based) alone.
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class UnifiedVLM(nn.Module):
@@ -256,12 +261,13 @@ class UnifiedVLM(nn.Module):
             mask = self._drop_conditions(batch, mask, generator)
         hidden = self.run_decoder(embeddings, mask, batch.position_ids)
         text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
-        losses = self._losses(batch, tokens, text_logits if all_logits else None, hidden, generator)
+        metrics: dict[str, torch.Tensor] = {}
+        losses = self._losses(batch, tokens, text_logits if all_logits else None, hidden, generator, metrics)
         if all_logits and tokens is not None:
             image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0])
         else:
             image_logits = hidden.new_zeros(0, self.image_head[1].out_features)
-        return UnifiedOutput(text_logits, image_logits, hidden, losses)
+        return UnifiedOutput(text_logits, image_logits, hidden, losses, metrics)
 
     # ----- incremental decoding (the generation loop builds on these) -----
 
@@ -348,8 +354,10 @@ class UnifiedVLM(nn.Module):
         return mask
 
     def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor | None,
-                hidden: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """`text_logits` None: computed here at the labelled positions only (the same loss)."""
+                hidden: torch.Tensor, generator: torch.Generator | None, metrics: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+        """`text_logits` None: computed here at the labelled positions only (the same loss).
+        Fills `metrics` with detached per-scale image losses."""
         losses: dict[str, torch.Tensor] = {}
         targets = batch.text_labels.to(self.device)[:, 1:]
         labelled = targets != IGNORE_INDEX
@@ -369,7 +377,15 @@ class UnifiedVLM(nn.Module):
                 last_codes.append(codes[-last:])
                 residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0])
             logits = self.image_head(torch.cat(scale_hidden))
-            losses["image"] = F.cross_entropy(logits.float(), torch.cat(scale_codes))
+            per_token = F.cross_entropy(logits.float(), torch.cat(scale_codes), reduction="none")
+            sizes = torch.tensor([size * size for size in scales], device=per_token.device)
+            scale_of = torch.arange(len(scales), device=per_token.device).repeat_interleave(sizes).repeat(len(drawn))
+            per_scale = torch.zeros(len(scales), device=per_token.device).index_add(0, scale_of, per_token) \
+                / (sizes * len(drawn))
+            # "token": every code counts the same (the finest scale, 64 of 130 codes, dominates);
+            # "scale": every scale counts the same (the coarse codes that place the object weigh more).
+            losses["image"] = per_scale.mean() if self.config.image_loss_per == "scale" else per_token.mean()
+            metrics.update({f"image_scale_{index + 1}": value.detach() for index, value in enumerate(per_scale)})
             condition = self.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
             losses["residual"] = self.residual_head.loss(torch.cat(residuals), condition, generator)
         weights = {"text": 1.0, "image": self.config.image_loss_weight, "residual": self.config.residual_loss_weight}
@@ -445,7 +461,8 @@ class UnifiedVLM(nn.Module):
         for name, tensors in self.trainable_state_dict().items():
             unique = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
             save_file(unique, str(directory / name), metadata={"format": "pt"})
-        values = asdict(self.config) | {"vocab_size": len(self.processor)}
+        values = asdict(self.config) | {"vocab_size": len(self.processor),
+                                        "image_tokenizer_fingerprint": self.image_tokenizer.fingerprint()}
         (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2))
         self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
 
@@ -468,6 +485,7 @@ class UnifiedVLM(nn.Module):
         vocab_size = values.pop("vocab_size")
         # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
         tokenizer_reference = values.pop("image_tokenizer", None)
+        expected_fingerprint = values.pop("image_tokenizer_fingerprint", None)
         tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
             if tokenizer_reference != "default":
@@ -475,6 +493,11 @@ class UnifiedVLM(nn.Module):
             tokenizer_dir = None
         config = UnifiedVLMConfig(**{**LEGACY_CONFIG_VALUES, **values})
         model = cls.from_backbone(config, tokenizer_dir, dtype)
+        if expected_fingerprint is not None and model.image_tokenizer.fingerprint() != expected_fingerprint:
+            raise CheckpointError(
+                f"'{directory}' was trained on image tokenizer {expected_fingerprint}, but the tokenizer it names "
+                f"('{tokenizer_reference or IMAGE_TOKENIZER_DIR}') is {model.image_tokenizer.fingerprint()}: its "
+                "codes mean something else to this model. Use the tokenizer it was trained with, or retrain it")
         if len(model.processor) != vocab_size:
             raise CheckpointError(f"'{directory}' was saved with {vocab_size} tokens, but backbone "
                                   f"'{config.backbone}' plus image tokens gives {len(model.processor)}")
