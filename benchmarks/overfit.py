@@ -17,7 +17,6 @@ an A/B is two runs that differ in one flag. Everything is seeded and repeatable.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import random
@@ -28,14 +27,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.fresh_training import RECIPE, FreshRun, read_log, window_mean
 from generation import GenerationConfig, generate
-from training import train
 from training.builders.writer import ConversationWriter
 from training.shapes import Shape, position_name, random_scene, render
 from training.shapes_detector import read_scene, scene_key
 from vlm.unified_model import UnifiedVLM
 
-RECIPE = Path(__file__).resolve().parent.parent / "training" / "configs" / "default_model.yaml"
 REPLY = "Here it is:"
 
 logger = logging.getLogger(__name__)
@@ -112,31 +110,14 @@ def reproduced(scene: list[Shape], image) -> bool:
     return image is not None and read_scene(image) == scene_key(scene)
 
 
-def train_fresh(data_path: Path, run_dir: Path, args: argparse.Namespace, extra: list[str]) -> float:
-    argv = ["--config", str(args.recipe), "--data", str(data_path), "--output-dir", str(run_dir), "--init", "new",
-            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--gradient-accumulation", "1",
-            "--warmup-steps", str(args.warmup_steps), "--checkpoint-every", str(args.steps), "--log-every", "1",
-            "--no-sample-every-checkpoint", "--seed", str(args.seed)]
-    if args.tokenizer:
-        argv += ["--image-tokenizer", args.tokenizer]
-    started = time.time()
-    train.main(argv + extra)
-    return time.time() - started
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    with path.open() as handle:
-        return [{key: float(value) for key, value in row.items() if value not in ("", "nan")}
-                for row in csv.DictReader(handle)]
-
-
 def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
     started = time.time()
     cases = drawing_conversations(args.images, args.seed)
     with ConversationWriter(work, "drawings") as writer:
         for _, messages in cases:
             writer.add([dict(message) for message in messages])
-    train_seconds = train_fresh(writer.path, work / "run", args, extra)
+    fresh = FreshRun(args.steps, args.batch_size, args.warmup_steps, args.seed, args.tokenizer, args.recipe, extra)
+    train_seconds = fresh.train(writer.path, work / "run")
     log = read_log(work / "run" / "log.csv")
     model = UnifiedVLM.from_pretrained(work / "run" / "model", for_training=True)
     nn.Module.train(model, False)  # inference without folding adapters: exactly the trained weights
@@ -154,15 +135,13 @@ def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
         if image is not None:
             image.save(drawn_dir / f"{index:03d}.png")
         hits.append(reproduced(scene, image))
-    first = log[:10]
-    last = log[-10:]
-    mean = lambda rows, key: sum(row.get(key, float("nan")) for row in rows) / max(1, len(rows))  # noqa: E731
+    first, last = log[:10], log[-10:]
     return {
         "images": args.images, "steps": args.steps, "batch_size": args.batch_size, "recipe_overrides": extra,
         "tokenizer": args.tokenizer or "shipped", "scales": list(model.image_tokenizer.config.scales),
         "image_loss_per_step": [row.get("image") for row in log],
-        "image_loss_first10": mean(first, "image"), "image_loss_last10": mean(last, "image"),
-        "image_loss_per_scale_last10": [mean(last, f"image_scale_{index + 1}")
+        "image_loss_first10": window_mean(first, "image"), "image_loss_last10": window_mean(last, "image"),
+        "image_loss_per_scale_last10": [window_mean(last, f"image_scale_{index + 1}")
                                         for index in range(len(model.image_tokenizer.config.scales))],
         "teacher_forced_accuracy_per_scale": accuracy, "reproduced": sum(hits),
         "reproduced_per_image": hits, "train_seconds": train_seconds, "seconds": time.time() - started,

@@ -107,3 +107,17 @@ def test_per_scale_image_losses_and_their_weighting(tiny_parts, per):
     torch.testing.assert_close(output.losses["image"].detach(), expected)
     with pytest.raises(ValueError, match="image_loss_per"):
         tiny_model(tiny_parts, image_loss_per="pixel")
+
+
+def test_learnability_data_and_heldout_losses(tiny_parts):
+    from benchmarks.fresh_training import image_losses
+    from benchmarks.learnability import drawing_set
+
+    first, again = drawing_set(5, "a"), drawing_set(5, "a")
+    assert [c[0]["content"] for c in first] == [c[0]["content"] for c in again]
+    assert [c[0]["content"] for c in first] != [c[0]["content"] for c in drawing_set(5, "b")]
+    model = perturbed(tiny_model(tiny_parts))
+    losses = image_losses(model, [drawing_chat(), drawing_chat(), drawing_chat()], batch_size=2)
+    scales = model.image_tokenizer.config.scales
+    assert set(losses) == {"image", *(f"image_scale_{k + 1}" for k in range(len(scales)))}
+    assert all(value > 0 for value in losses.values())

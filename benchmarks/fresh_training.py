@@ -1,0 +1,69 @@
+"""Train a fresh model for a small fixed budget with the real trainer: what the recipe and
+tokenizer A/B benchmarks (`benchmarks.overfit`, `benchmarks.learnability`) share."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training import train
+from vlm.unified_model import UnifiedVLM
+
+RECIPE = Path(__file__).resolve().parent.parent / "training" / "configs" / "default_model.yaml"
+
+
+@dataclass
+class FreshRun:
+    """A short training run of a new model; `extra` are `python -m training.train` flags that
+    override the recipe (an A/B is two runs that differ in one of them)."""
+
+    steps: int
+    batch_size: int = 8
+    warmup_steps: int = 10
+    seed: int = 0
+    tokenizer: str | None = None
+    recipe: Path = RECIPE
+    extra: list[str] = field(default_factory=list)
+
+    def train(self, data_path: Path, run_dir: Path) -> float:
+        """Train into `run_dir` (model/ and log.csv); returns the wall time in seconds."""
+        argv = ["--config", str(self.recipe), "--data", str(data_path), "--output-dir", str(run_dir),
+                "--init", "new", "--steps", str(self.steps), "--batch-size", str(self.batch_size),
+                "--gradient-accumulation", "1", "--warmup-steps", str(self.warmup_steps),
+                "--checkpoint-every", str(self.steps), "--log-every", "1", "--no-sample-every-checkpoint",
+                "--seed", str(self.seed)]
+        if self.tokenizer:
+            argv += ["--image-tokenizer", self.tokenizer]
+        started = time.time()
+        train.main(argv + self.extra)
+        return time.time() - started
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with path.open() as handle:
+        return [{key: float(value) for key, value in row.items() if value not in ("", "nan")}
+                for row in csv.DictReader(handle)]
+
+
+def window_mean(rows: list[dict[str, float]], key: str) -> float:
+    values = [row[key] for row in rows if key in row]
+    return sum(values) / len(values) if values else float("nan")
+
+
+@torch.no_grad()
+def image_losses(model: UnifiedVLM, conversations: list[list[dict]], batch_size: int = 8) -> dict[str, float]:
+    """Teacher-forced image loss, overall and per scale ("image", "image_scale_k"), averaged over
+    batches, with no condition dropout: the held-out loss of a drawing data set."""
+    torch.nn.Module.train(model, False)
+    sums: dict[str, float] = {}
+    batches = 0
+    for start in range(0, len(conversations), batch_size):
+        output = model(model.processor(conversations[start:start + batch_size]), all_logits=False)
+        for name, value in ({"image": output.losses["image"]} | output.metrics).items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        batches += 1
+    return {name: value / batches for name, value in sums.items()}
