@@ -127,3 +127,43 @@ def test_bad_training_inputs_are_named(tiny_parts, tmp_path):
     config.write_text("data: x.jsonl\nlearning_rat: 1\n")
     with pytest.raises(ValueError, match="learning_rat"):
         train_main(["--config", str(config), "--output-dir", str(tmp_path / "o")])
+
+
+class _Payload:
+    """Unpickling this would create a marker file: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickled_resume_state_is_refused_without_running_it(tiny_parts, shapes_data, tmp_path):
+    from training.state_io import StateError
+
+    out = tmp_path / "run"
+    train(tiny_parts, shapes_data, out, "--steps", "1", "--checkpoint-every", "1")
+    checkpoint = out / "checkpoint"
+    assert (checkpoint / "training_state.json").is_file() and not (checkpoint / "training_state.pt").exists()
+    for name in ("training_state.json", "training_state.safetensors"):
+        (checkpoint / name).unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"step": _Payload(marker)}, checkpoint / "training_state.pt")
+    with pytest.raises(StateError, match="pickle"):
+        train(tiny_parts, shapes_data, out, "--steps", "2", "--checkpoint-every", "1")
+    assert not marker.exists()
+
+
+def test_resume_state_round_trips_nested_containers(tmp_path):
+    from training.state_io import load_state, save_state
+
+    state = {"state": {0: {"step": torch.tensor(3.0), "m": torch.ones(2, 2)}}, "groups": [{"betas": (0.9, 0.95)}],
+             "rng": (3, (1, 2, 3), None), "numpy": np.arange(4, dtype=np.int64)}
+    save_state(tmp_path, state)
+    loaded = load_state(tmp_path)
+    assert list(loaded["state"]) == [0] and torch.equal(loaded["state"][0]["m"], torch.ones(2, 2))
+    assert loaded["groups"][0]["betas"] == (0.9, 0.95) and loaded["rng"] == (3, (1, 2, 3), None)
+    assert loaded["numpy"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="cannot store"):
+        save_state(tmp_path, {"bad": object()})

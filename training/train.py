@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.data import DataError, load_jsonl
+from training.state_io import has_state, load_state, save_state
 from vlm.files import swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
@@ -222,7 +223,9 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
             "generator": generator.get_state()}
 
 
@@ -233,8 +236,8 @@ def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, s
     if staging.exists():
         shutil.rmtree(staging)
     model.save_pretrained(staging / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "rng": rng_state(generator)}, staging / "training_state.pt")
+    save_state(staging, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                         "rng": rng_state(generator)})
     swap_in(staging, checkpoint)
 
 
@@ -309,13 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
-    if (checkpoint / "training_state.pt").is_file():
-        state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    if has_state(checkpoint):
+        state = load_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        name, keys, position, has_gauss, cached = state["rng"]["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         torch.set_rng_state(state["rng"]["torch"])
         generator.set_state(state["rng"]["generator"])
         logger.info("resumed from %s at step %d", checkpoint, step)
