@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{float(output_.losses['total']):.3f}")
+        progress.set_postfix(loss=f"{float(output_.losses['total'].detach()):.3f}")
         if step % config.log_every == 0 or step == config.steps:
             if accelerator.is_main_process:
                 elapsed = time.time() - window_started
