@@ -71,7 +71,7 @@ def test_training_losses_need_no_full_logits(tiny_parts):
 
 
 def test_image_inputs_come_at_the_text_embeddings_scale(tiny_parts):
-    model = tiny_model(tiny_parts)
+    model = tiny_model(tiny_parts, image_input_norm=True)
     text = model.language_model.get_input_embeddings().weight[:model.base_vocab_size]
     text_rms = float(text.detach().square().mean(dim=-1).sqrt().mean())
     latent = torch.randn(1, 8, 2, 2) * 5

@@ -52,9 +52,8 @@ def test_save_then_load_gives_identical_outputs(tiny_parts, tmp_path):
     assert torch.equal(before.losses["residual"], after.losses["residual"])
 
 
-@pytest.mark.parametrize("norm", [False, True])
-def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts, norm):
-    model = tiny_model(tiny_parts, finetune="full", image_input_norm=norm)
+def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts):
+    model = tiny_model(tiny_parts, finetune="full")
     model.train()
     batch = model.processor(drawing_chat())
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)

@@ -62,9 +62,9 @@ class UnifiedVLMConfig:
     image_loss_per: str = "token"  # "token" (each code the same) or "scale" (each scale the same)
     residual_loss_weight: float = 1.0
     attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
-    # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder); False in models
-    # saved before this existed.
-    image_input_norm: bool = True
+    # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder). Off by default:
+    # on the memorise-16 benchmark it did not move the loss (docs/overfit); kept for A/Bs.
+    image_input_norm: bool = False
     residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
 
     def __post_init__(self) -> None:
