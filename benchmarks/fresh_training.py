@@ -4,7 +4,9 @@ tokenizer A/B benchmarks (`benchmarks.overfit`, `benchmarks.learnability`) share
 from __future__ import annotations
 
 import csv
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,3 +69,15 @@ def image_losses(model: UnifiedVLM, conversations: list[list[dict]], batch_size:
             sums[name] = sums.get(name, 0.0) + float(value)
         batches += 1
     return {name: value / batches for name, value in sums.items()}
+
+
+def run_in_work_dir(work_dir: Path | None, prefix: str, run: Callable[[Path], dict]) -> dict:
+    """`run(work)` in `work_dir` (kept: data, model, log) or in a temporary folder removed after.
+    A kept folder must not hold a run already: the benchmark trains a fresh model."""
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as work:
+            return run(Path(work))
+    if (work_dir / "run").exists():
+        raise SystemExit(f"{work_dir / 'run'} exists: give a new --work-dir (a fresh model is trained)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return run(work_dir)

@@ -17,12 +17,11 @@ import argparse
 import json
 import logging
 import random
-import tempfile
 from pathlib import Path
 
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings
-from benchmarks.fresh_training import RECIPE, FreshRun, image_losses, read_log, window_mean
+from benchmarks.fresh_training import RECIPE, FreshRun, image_losses, read_log, run_in_work_dir, window_mean
 from training.builders.shapes_chat import DRAW_REPLIES
 from training.builders.writer import ConversationWriter
 from training.shapes import drawing_prompt, random_scene, render
@@ -104,14 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.steps < 1 or args.drawings < args.batch_size:
         raise SystemExit("--steps must be >= 1 and --drawings at least one batch")
-    if args.work_dir is not None:
-        if (args.work_dir / "run").exists():
-            raise SystemExit(f"{args.work_dir / 'run'} exists: give a new --work-dir (a fresh model is trained)")
-        args.work_dir.mkdir(parents=True, exist_ok=True)
-        results = run(args, extra, args.work_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="learnability-") as work:
-            results = run(args, extra, Path(work))
+    results = run_in_work_dir(args.work_dir, "learnability-", lambda work: run(args, extra, work))
     print(format_report(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

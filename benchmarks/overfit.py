@@ -20,14 +20,13 @@ import argparse
 import json
 import logging
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.fresh_training import RECIPE, FreshRun, read_log, window_mean
+from benchmarks.fresh_training import RECIPE, FreshRun, read_log, run_in_work_dir, window_mean
 from generation import GenerationConfig, generate
 from training.builders.writer import ConversationWriter
 from training.shapes import Shape, position_name, random_scene, render
@@ -176,14 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.images < 1 or args.steps < 1:
         raise SystemExit("--images and --steps must be at least 1")
-    if args.work_dir is not None:
-        args.work_dir.mkdir(parents=True, exist_ok=True)
-        if (args.work_dir / "run").exists():
-            raise SystemExit(f"{args.work_dir / 'run'} exists: give a new --work-dir (a fresh model is trained)")
-        results = run(args, extra, args.work_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="overfit-") as work:
-            results = run(args, extra, Path(work))
+    results = run_in_work_dir(args.work_dir, "overfit-", lambda work: run(args, extra, work))
     print(format_report(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -121,3 +121,15 @@ def test_learnability_data_and_heldout_losses(tiny_parts):
     scales = model.image_tokenizer.config.scales
     assert set(losses) == {"image", *(f"image_scale_{k + 1}" for k in range(len(scales)))}
     assert all(value > 0 for value in losses.values())
+
+
+def test_fresh_runs_keep_or_remove_their_work_folder(tmp_path):
+    from benchmarks.fresh_training import run_in_work_dir
+
+    seen = []
+    assert run_in_work_dir(None, "x-", lambda work: {"work": str(seen.append(work) or work)})["work"]
+    assert not seen[0].exists()
+    assert run_in_work_dir(tmp_path / "kept", "x-", lambda work: {"ok": work.is_dir()}) == {"ok": True}
+    (tmp_path / "kept" / "run").mkdir()
+    with pytest.raises(SystemExit, match="exists"):
+        run_in_work_dir(tmp_path / "kept", "x-", lambda work: {})

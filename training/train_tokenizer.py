@@ -2,8 +2,8 @@
 
     python -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer --steps 20000
     accelerate launch -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer
-    # the learnable-codes tokenizer: L2 look-up, 1024 codes (k-means initialised), with renders and photos:
-    python -m training.train_tokenizer --init vlm/pretrained/tokenizer --config configs/tokenizer_l2.json \
+    # the learnable-codes tokenizer: L2 look-up, 512 codes (k-means initialised), with renders and photos:
+    python -m training.train_tokenizer --init vlm/pretrained/tokenizer --config training/configs/tokenizer_l2.json \
         --renders 20000 --photos 20000 --output-dir runs/tokenizer_l2 --steps 6000
     # adapt only the decoder to more images; codes stay the same, so trained models stay valid:
     python -m training.train_tokenizer --init vlm/pretrained/tokenizer --freeze-encoder \

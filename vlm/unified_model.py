@@ -402,16 +402,21 @@ class UnifiedVLM(nn.Module):
                 yield layout, hidden[layout.sequence_index, layout.start:layout.start + codes.numel()], codes, \
                     image_tokens
 
+    def _teacher_forced_hidden(self, batch: ProcessedBatch, tokens: HybridTokens | None
+                               ) -> tuple[HybridTokens, torch.Tensor]:
+        """The true codes fed, no condition dropout: (tokens, last hidden states)."""
+        if tokens is None:
+            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
+        embeddings = self.embed(batch, tokens)
+        return tokens, self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+
     @torch.no_grad()
     def teacher_forced_code_logits(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
                                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per drawn image, with the true codes fed: (codebook logits, true codes) over its scale
         positions, every scale in order (scale 1 first). No condition dropout: what the model
         predicts for the conversation as given. Used to measure teacher-forced accuracy."""
-        if tokens is None:
-            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
-        embeddings = self.embed(batch, tokens)
-        hidden = self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+        tokens, hidden = self._teacher_forced_hidden(batch, tokens)
         return [(self.image_head(positions).float(), codes)
                 for _, positions, codes, _ in self._drawn_images(batch, tokens, hidden)]
 
@@ -424,10 +429,7 @@ class UnifiedVLM(nn.Module):
         What residual-head distillation trains on, and what isolates the head in its benchmark
         (the decoder's part is fixed by the true codes).
         """
-        if tokens is None:
-            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
-        embeddings = self.embed(batch, tokens)
-        hidden = self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+        tokens, hidden = self._teacher_forced_hidden(batch, tokens)
         last = self.image_tokenizer.config.scales[-1] ** 2
         conditions, residuals, indices = [], [], []
         for layout, positions, codes, image_tokens in self._drawn_images(batch, tokens, hidden):
