@@ -167,3 +167,17 @@ def test_resume_state_round_trips_nested_containers(tmp_path):
     assert loaded["numpy"].tolist() == [0, 1, 2, 3]
     with pytest.raises(TypeError, match="cannot store"):
         save_state(tmp_path, {"bad": object()})
+
+
+def test_resuming_drops_log_rows_logged_after_the_checkpoint(tmp_path):
+    from training.run_log import append_row, resume_log
+
+    log = tmp_path / "log.csv"
+    for step in range(1, 6):
+        append_row(log, ["step", "loss"], {"step": step, "loss": 1.0 / step})
+    resume_log(log, 3)  # the checkpoint was at step 3; steps 4 and 5 will be trained again
+    assert [row["step"] for row in csv.DictReader(log.open())] == ["1", "2", "3"]
+    resume_log(log, 0)  # no checkpoint: the run starts over, and so does its log
+    assert log.read_text().strip() == "step,loss"
+    resume_log(tmp_path / "missing.csv", 3)  # nothing to trim
+    assert not (tmp_path / "missing.csv").exists()

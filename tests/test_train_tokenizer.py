@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from tests.conftest import tiny_tokenizer_config
+from training.state_io import StateError
 from training.train_tokenizer import ResumableBatchSampler, main
 from vlm.tokenizer import HybridTokenizer
 
@@ -61,31 +62,58 @@ def test_a_tiny_run_lowers_the_reconstruction_loss(image_folder, tiny_config_fil
     assert model.config == tiny_tokenizer_config()
 
 
+@pytest.mark.parametrize("interrupt_at_save", [2, 6])
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(image_folder, tiny_config_file, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch, interrupt_at_save):
+    # A checkpoint saves three models (weights, their average, the usable tokenizer/): save 2 is
+    # inside step 3's checkpoint write (nothing to resume: starts again), save 6 just after step 6's.
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_training(image_folder, tiny_config_file, straight, 9)
 
     original_save = HybridTokenizer.save_pretrained
     saves = []
 
-    def save_then_interrupt_at_step_6(self, directory):
+    def save_then_interrupt(self, directory):
         original_save(self, directory)
         saves.append(directory)
-        if len(saves) == 2:  # checkpoints come at steps 3 and 6
+        if len(saves) == interrupt_at_save:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(HybridTokenizer, "save_pretrained", save_then_interrupt_at_step_6)
+    monkeypatch.setattr(HybridTokenizer, "save_pretrained", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_training(image_folder, tiny_config_file, resumed, 9)
     monkeypatch.setattr(HybridTokenizer, "save_pretrained", original_save)
-    run_training(image_folder, tiny_config_file, resumed, 9)  # the same command again resumes at step 6
+    # The same command again resumes; rows logged after the last checkpoint are dropped first.
+    run_training(image_folder, tiny_config_file, resumed, 9)
     assert [row["step"] for row in read_log(resumed)] == [str(step) for step in range(1, 10)]
     assert [row["mse"] for row in read_log(resumed)] == [row["mse"] for row in read_log(straight)]
     a = HybridTokenizer.from_pretrained(straight / "tokenizer").state_dict()
     b = HybridTokenizer.from_pretrained(resumed / "tokenizer").state_dict()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    assert not list((resumed / "checkpoint").glob("*.pkl")) and not list((resumed / "checkpoint").glob("*.bin"))
+
+
+class _Payload:
+    """Unpickling this would create a marker file: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_an_old_accelerate_pickle_checkpoint_is_refused_without_running_it(image_folder, tiny_config_file,
+                                                                           tmp_path):
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save({"step": _Payload(marker)}, checkpoint / "custom_checkpoint_0.pkl")
+    with pytest.raises(StateError, match="pickle"):
+        run_training(image_folder, tiny_config_file, out, 3)
+    assert not marker.exists()
 
 
 def test_freezing_the_encoder_trains_the_decoder_and_keeps_every_code(image_folder, tiny_config_file, tmp_path):

@@ -9,14 +9,18 @@ small tagged encoding.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 TENSORS_NAME = "training_state.safetensors"
 STRUCTURE_NAME = "training_state.json"
 LEGACY_PICKLE_NAME = "training_state.pt"
+# What `accelerate.Accelerator.save_state` writes (the tokenizer trainer used it): pickles too.
+ACCELERATE_PICKLES = ("random_states_0.pkl", "custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin")
 
 
 class StateError(ValueError):
@@ -62,13 +66,18 @@ def save_state(directory: Path, state: dict) -> None:
     (directory / STRUCTURE_NAME).write_text(json.dumps(structure))
 
 
+def _legacy_pickles(directory: Path) -> list[Path]:
+    return [directory / name for name in (LEGACY_PICKLE_NAME, *ACCELERATE_PICKLES) if (directory / name).is_file()]
+
+
 def has_state(directory: Path) -> bool:
-    return (directory / STRUCTURE_NAME).is_file() or (directory / LEGACY_PICKLE_NAME).is_file()
+    return (directory / STRUCTURE_NAME).is_file() or bool(_legacy_pickles(directory))
 
 
 def load_state(directory: Path) -> dict:
-    if (directory / LEGACY_PICKLE_NAME).is_file() and not (directory / STRUCTURE_NAME).is_file():
-        raise StateError(f"'{directory / LEGACY_PICKLE_NAME}' is a pickle, which can run code when loaded, so it "
+    pickles = _legacy_pickles(directory)
+    if pickles and not (directory / STRUCTURE_NAME).is_file():
+        raise StateError(f"'{pickles[0]}' is a pickle, which can run code when loaded, so it "
                          f"is not read. Resume states are now {STRUCTURE_NAME} + {TENSORS_NAME}; start the run "
                          "again from its model (--init) or from scratch")
     try:
@@ -79,3 +88,23 @@ def load_state(directory: Path) -> dict:
     except Exception as error:  # safetensors raises its own types for corrupt files
         raise StateError(f"'{directory / TENSORS_NAME}' is not a readable safetensors file: {error}") from error
     return _decode(structure, tensors)
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    """Python, numpy and torch RNG states (and `generator`'s), storable by `save_state`."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
+    """Undo of `rng_state`: every RNG continues exactly where the saved run stopped."""
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if generator is not None:
+        generator.set_state(state["generator"])

@@ -34,8 +34,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.data import DataError, load_jsonl
-from training.state_io import has_state, load_state, save_state
-from vlm.files import swap_in
+from training.run_log import append_row, resume_log
+from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
+from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
 logger = logging.getLogger(__name__)
@@ -222,13 +223,6 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
     return model
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
-    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
-            "generator": generator.get_state()}
-
-
 def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, step: int,
                     generator: torch.Generator) -> None:
     """Everything a resume needs, written beside the old checkpoint and swapped in at the end."""
@@ -300,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = Accelerator(mixed_precision=precision)
     output = Path(config.output_dir)
     checkpoint = output / "checkpoint"
+    recover(checkpoint)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -317,11 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-        random.setstate(state["rng"]["python"])
-        name, keys, position, has_gauss, cached = state["rng"]["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-        torch.set_rng_state(state["rng"]["torch"])
-        generator.set_state(state["rng"]["generator"])
+        restore_rng(state["rng"], generator)
         logger.info("resumed from %s at step %d", checkpoint, step)
     if step >= config.steps:
         logger.info("already trained for %d steps (--steps %d); nothing to do", step, config.steps)
@@ -332,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         output.mkdir(parents=True, exist_ok=True)
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     log_path = output / "log.csv"
+    if accelerator.is_main_process:
+        resume_log(log_path, step)
     scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
     loss_columns = ["total", "text", "image", "residual", *scale_columns]
     columns = ["step", *loss_columns, "learning_rate", "tokens", "tokens_per_s", "seconds"]
@@ -369,12 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                        "learning_rate": f"{scheduler.get_last_lr()[0]:.3e}", "tokens": window_tokens,
                        "tokens_per_s": f"{window_tokens / max(elapsed, 1e-9):.1f}",
                        "seconds": f"{time.time() - started:.1f}"}
-                new_file = not log_path.is_file()
-                with log_path.open("a", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=columns)
-                    if new_file:
-                        writer.writeheader()
-                    writer.writerow(row)
+                append_row(log_path, columns, row)
             window_tokens, window_started = 0, time.time()
             sums, counts = {}, {}
         if step % config.checkpoint_every == 0 or step == config.steps:

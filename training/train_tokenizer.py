@@ -15,18 +15,19 @@ path (the exact continuous latent, i.e. a plain autoencoder) or the discrete-onl
 (the sum of the code embeddings, straight-through). One decoder serves both, and the
 discrete path is trained to be good on its own. Loss: pixel MSE plus the VQ losses.
 
-`--output-dir` gets `checkpoint/` (everything needed to resume: model, optimizer,
-scheduler, RNG, step, code-usage counts), `tokenizer/` (the usable model, loadable with
-`HybridTokenizer.from_pretrained`) and `log.csv`. Running the same command again resumes.
+`--output-dir` gets `checkpoint/` (everything needed to resume: model, weight average,
+optimizer, scheduler, RNG, step, code-usage counts; safetensors + JSON, no pickle),
+`tokenizer/` (the usable model, loadable with `HybridTokenizer.from_pretrained`) and
+`log.csv`. Running the same command again resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -42,7 +44,10 @@ from tqdm.auto import tqdm
 from training.codebook_kmeans import kmeans_codebook
 from training.image_data import ImageFolderDataset, OpenMojiDataset
 from training.image_metrics import psnr
+from training.run_log import append_row, resume_log
+from training.state_io import StateError, has_state, load_state, restore_rng, rng_state, save_state
 from training.tokenizer_data import PhotoCrops, SyntheticRenders
+from vlm.files import recover, swap_in
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 
 logger = logging.getLogger(__name__)
@@ -148,17 +153,43 @@ class ResumableBatchSampler(Sampler):
 
 @dataclass
 class TrainingState:
-    """What accelerate's checkpoint does not hold by itself."""
+    """The loop's own counters, saved with the checkpoint."""
 
     step: int = 0
     code_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "code_counts": self.code_counts}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.code_counts = state["code_counts"]
+def save_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedModel, optimizer, scheduler,
+                    state: TrainingState) -> None:
+    """Weights as safetensors, the rest as JSON + safetensors (`training.state_io`), written
+    beside the old checkpoint and swapped in at the end, so a crash leaves the old one whole."""
+    staging = checkpoint.with_name(checkpoint.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging / "model")
+    average.module.save_pretrained(staging / "average")
+    save_state(staging, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "step": state.step, "code_counts": state.code_counts, "n_averaged": average.n_averaged,
+                         "rng": rng_state()})
+    swap_in(staging, checkpoint)
+
+
+def load_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedModel, optimizer, scheduler,
+                    state: TrainingState) -> None:
+    saved = load_state(checkpoint)
+    for target, folder in ((model, "model"), (average.module, "average")):
+        path = checkpoint / folder / "model.safetensors"
+        try:
+            target.load_state_dict(load_file(str(path)))
+        except (OSError, RuntimeError) as error:
+            raise StateError(f"cannot resume from '{path}': {error}. Is this checkpoint from a tokenizer with "
+                             "another config? Use a new --output-dir, or --init from its tokenizer/") from error
+    average.n_averaged.copy_(saved["n_averaged"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    state.step = int(saved["step"])
+    state.code_counts = saved["code_counts"]
+    restore_rng(saved["rng"])
 
 
 def build_dataset(args: argparse.Namespace, image_size: int, split: str) -> Dataset:
@@ -293,12 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     state = TrainingState(code_counts=torch.zeros(config.codebook_size))
     unwrapped: HybridTokenizer = accelerator.unwrap_model(model)
     average = AveragedModel(unwrapped, avg_fn=ema_with_warmup(args.ema_decay), use_buffers=True)
-    accelerator.register_for_checkpointing(state)
-    accelerator.register_for_checkpointing(average)
-
     checkpoint_dir = args.output_dir / "checkpoint"
-    if checkpoint_dir.is_dir():
-        accelerator.load_state(str(checkpoint_dir))
+    recover(checkpoint_dir)
+    if has_state(checkpoint_dir):
+        load_checkpoint(checkpoint_dir, unwrapped, average, optimizer, scheduler, state)
         logger.info("resumed from %s at step %d", checkpoint_dir, state.step)
     elif codebook_is_new and args.kmeans_images and not args.freeze_encoder:
         picks = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
@@ -315,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     log_path = args.output_dir / "log.csv"
     if accelerator.is_main_process:
         args.output_dir.mkdir(parents=True, exist_ok=True)
+        resume_log(log_path, state.step)
     log_columns = ["step", "loss", "mse", "vq_loss", "path", "learning_rate", "codebook_usage", "perplexity",
                    "restarted_codes", "psnr_discrete", "psnr_hybrid", "seconds"]
 
@@ -370,17 +400,16 @@ def main(argv: list[str] | None = None) -> None:
             if row is not None:
                 row.update({key: round(value, 3) for key, value in scores.items()})
         if row is not None and accelerator.is_main_process:
-            write_header = not log_path.exists()
-            with log_path.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=log_columns)
-                if write_header:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(log_path, log_columns, row)
         if state.step % args.checkpoint_every == 0 or state.step == args.steps:
             accelerator.wait_for_everyone()
-            accelerator.save_state(str(checkpoint_dir))
-            if accelerator.is_main_process:
-                average.module.save_pretrained(args.output_dir / "tokenizer")
+            if accelerator.is_main_process:  # every process holds the same weights and optimizer state
+                save_checkpoint(checkpoint_dir, unwrapped, average, optimizer, scheduler, state)
+                staging = args.output_dir / "tokenizer.tmp"
+                if staging.exists():
+                    shutil.rmtree(staging)
+                average.module.save_pretrained(staging)
+                swap_in(staging, args.output_dir / "tokenizer")
     progress.close()
     logger.info("done: %d steps; tokenizer saved to %s", state.step, args.output_dir / "tokenizer")
 

@@ -17,3 +17,14 @@ def swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         staging.replace(target)
+
+
+def recover(target: Path) -> None:
+    """Finish a `swap_in` that a crash cut between its two renames: the old folder comes back.
+
+    `swap_in` moves `target` aside to `target.old` before moving the new folder in; a process
+    killed between the two leaves no `target` at all, and a resume would start from scratch.
+    """
+    old = target.with_name(target.name + ".old")
+    if not target.exists() and old.is_dir():
+        old.replace(target)

@@ -1,0 +1,37 @@
+"""log.csv of a training run: one row per logging window, consistent across resumes.
+
+Both trainers write through here. A run killed after its last checkpoint has logged steps
+that the resumed run trains again; `resume_log` drops those rows first, so the file reads as
+one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def append_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append one row (header first if the file is new)."""
+    new_file = not path.is_file()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def resume_log(path: Path, step: int) -> None:
+    """Keep only the rows up to `step` (the step the run resumes from; 0 starts afresh)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) <= step]
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    staging.replace(path)
