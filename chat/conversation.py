@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm.files import swap_in
+from vlm.files import PathEscapeError, confined_path, swap_in
 from vlm.image_io import ImageLoadError, load_image
 from vlm.processor import ROLES
 
@@ -104,8 +104,8 @@ class Conversation:
                     parts.append({"type": "text", "text": part["text"]})
                 elif part.get("type") == "image" and isinstance(part.get("path"), str):
                     try:
-                        image = load_image(directory / part["path"])
-                    except ImageLoadError as error:
+                        image = load_image(confined_path(directory, part["path"]))
+                    except (ImageLoadError, PathEscapeError) as error:
                         raise ConversationFileError(f"'{path}': message {index}: {error}") from error
                     parts.append({"type": "image", "image": image})
                 else:

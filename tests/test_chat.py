@@ -89,3 +89,17 @@ def test_one_shot_mode_prints_text_and_image_paths(tiny_parts, tmp_path, capsys)
     assert chat_main(["--model", str(model_dir), "--prompt", "x", "--image", str(tmp_path / "missing.png")]) == 2
     err = capsys.readouterr().err
     assert "empty" in err and "missing.png" in err
+
+
+def test_a_saved_conversation_cannot_point_at_images_outside_its_folder(session, tmp_path):
+    list(session.send("Draw a dot.", force_image=True))
+    folder = session.conversation.save(tmp_path / "saved")
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "elsewhere.png")
+    record = json.loads((folder / "conversation.json").read_text())
+    image_part = next(part for message in record["messages"] for part in message["content"]
+                      if part["type"] == "image")
+    for escape in ("../elsewhere.png", str(tmp_path / "elsewhere.png")):
+        image_part["path"] = escape
+        (folder / "conversation.json").write_text(json.dumps(record))
+        with pytest.raises(ConversationFileError, match="message 1: image path"):
+            Conversation.load(folder)

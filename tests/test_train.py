@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from generation import GenerationConfig, generate
@@ -181,3 +182,23 @@ def test_resuming_drops_log_rows_logged_after_the_checkpoint(tmp_path):
     assert log.read_text().strip() == "step,loss"
     resume_log(tmp_path / "missing.csv", 3)  # nothing to trim
     assert not (tmp_path / "missing.csv").exists()
+
+
+def test_image_paths_that_leave_the_data_folder_are_refused_with_their_line(tmp_path):
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), "red").save(outside)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "link.png").symlink_to(outside)
+    Image.new("RGB", (8, 8), "blue").save(folder / "inside.png")
+
+    def line(path):
+        return json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "path": path}]},
+                                        {"role": "assistant", "content": "red"}]})
+
+    path = write_lines(folder / "chats.jsonl", [line("inside.png"), line("../secret.png"), line(str(outside)),
+                                                line("link.png"), line("sub/../inside.png")])
+    conversations, problems = read_jsonl(path)
+    assert len(conversations) == 2 and [problem.line for problem in problems] == [2, 3, 4]  # sub/../ stays inside
+    assert "leads outside" in problems[0].reason and "absolute" in problems[1].reason
+    assert "leads outside" in problems[2].reason  # a symlink pointing out of the folder

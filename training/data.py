@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from vlm.files import PathEscapeError, confined_path
 from vlm.processor import ROLES, SPECIAL_TOKENS
 
 
@@ -75,7 +76,10 @@ def parse_conversation(record: object, base: Path, check_images: bool = True) ->
                 relative = part.get("path")
                 if not isinstance(relative, str) or not relative:
                     raise ValueError(f'{part_where}: an image part needs a "path" string')
-                path = (base / relative).resolve()
+                try:
+                    path = confined_path(base, relative)
+                except PathEscapeError as error:
+                    raise ValueError(f"{part_where}: {error}") from None
                 if not path.is_file():
                     raise ValueError(f"{part_where}: image file {relative!r} not found (looked for {path})")
                 if check_images:

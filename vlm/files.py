@@ -28,3 +28,23 @@ def recover(target: Path) -> None:
     old = target.with_name(target.name + ".old")
     if not target.exists() and old.is_dir():
         old.replace(target)
+
+
+class PathEscapeError(ValueError):
+    """A path in a data or conversation file that points outside that file's folder."""
+
+
+def confined_path(base: Path, relative: str) -> Path:
+    """`base / relative`, resolved, refused if it leaves `base`.
+
+    Image paths inside JSONL files and saved conversations come from files a user may have
+    been handed; `../`, absolute paths or a symlink out of the folder would let such a file
+    read (and, for training, memorise) anything on the disk.
+    """
+    if Path(relative).is_absolute():
+        raise PathEscapeError(f"image path {relative!r} is absolute; paths must be relative to {base}")
+    root = Path(base).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise PathEscapeError(f"image path {relative!r} leads outside {root} (to {path})")
+    return path
