@@ -202,3 +202,12 @@ def test_image_paths_that_leave_the_data_folder_are_refused_with_their_line(tmp_
     assert len(conversations) == 2 and [problem.line for problem in problems] == [2, 3, 4]  # sub/../ stays inside
     assert "leads outside" in problems[0].reason and "absolute" in problems[1].reason
     assert "leads outside" in problems[2].reason  # a symlink pointing out of the folder
+
+
+def test_the_schedule_warms_up_from_the_first_step_and_ends_at_its_floor():
+    from training.schedule import warmup_cosine_factor
+
+    factors = [warmup_cosine_factor(step, 4, 20, 0.1) for step in range(25)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]  # the first step already learns
+    assert factors[4] == 1.0 and all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert factors[20] == pytest.approx(0.1) and factors[24] == pytest.approx(0.1)

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 from training.data import DataError, load_jsonl
 from training.run_log import append_row, resume_log
+from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
@@ -198,14 +198,6 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     return [{"params": backbone, "lr": config.learning_rate}, {"params": image, "lr": image_rate}]
 
 
-def learning_rate_factor(step: int, config: TrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return config.min_learning_rate_ratio + (1 - config.min_learning_rate_ratio) * cosine
-
-
 def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
     if (checkpoint / "model").is_dir():
         return UnifiedVLM.from_pretrained(checkpoint / "model", for_training=True)
@@ -304,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config), betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
+    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps, config.min_learning_rate_ratio)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
     if has_state(checkpoint):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from training.codebook_kmeans import kmeans_codebook
 from training.image_data import ImageFolderDataset, OpenMojiDataset
 from training.image_metrics import psnr
 from training.run_log import append_row, resume_log
+from training.schedule import warmup_cosine
 from training.state_io import StateError, has_state, load_state, restore_rng, rng_state, save_state
 from training.tokenizer_data import PhotoCrops, SyntheticRenders
 from vlm.files import recover, swap_in
@@ -216,14 +216,6 @@ def trainable_parameters(model: HybridTokenizer, freeze_encoder: bool) -> list[t
     return list(model.decoder.parameters())
 
 
-def learning_rate_factor(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup_steps:
-        return (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps))
-    floor = args.min_learning_rate_ratio
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def restart_dead_codes(accelerator: Accelerator, model: HybridTokenizer, state: TrainingState,
                        looked_up: list[torch.Tensor], generator: torch.Generator) -> int:
@@ -315,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(trainable_parameters(model, args.freeze_encoder), lr=args.learning_rate,
                                   betas=(0.9, 0.99),
                                   weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, args))
+    scheduler = warmup_cosine(optimizer, args.warmup_steps, args.steps, args.min_learning_rate_ratio)
     # Channels-last convolutions are faster on tensor-core GPUs; on an AVX2 CPU they are slower
     # (measured: 1.8 s vs 2.8 s per batch of 32 with replicate padding), so only on CUDA.
     memory_format = torch.channels_last if accelerator.device.type == "cuda" else torch.contiguous_format
