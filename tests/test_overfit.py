@@ -8,7 +8,13 @@ from PIL import Image
 
 from benchmarks.overfit import drawing_conversations, reproduced, scale_accuracy, teacher_forced_accuracy
 from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
-from training.train import IMAGE_LAYER_PREFIXES, TrainConfig, parameter_groups, resolve_precision
+from training.train import (
+    IMAGE_LAYER_PREFIXES,
+    RESIDUAL_HEAD_PREFIX,
+    TrainConfig,
+    parameter_groups,
+    resolve_precision,
+)
 
 
 def test_drawing_conversations_are_distinct_seeded_single_shapes():
@@ -87,10 +93,15 @@ def test_precision_auto_and_learning_rate_groups(tiny_parts):
     if not torch.cuda.is_available():
         assert resolve_precision("auto") == ("bf16" if capability in ("AVX512", "AMX") else "no")
     model = tiny_model(tiny_parts)
-    groups = parameter_groups(model, TrainConfig(learning_rate=1e-3, image_layers_learning_rate=5e-3))
-    assert [group["lr"] for group in groups] == [1e-3, 5e-3]
+    groups = parameter_groups(model, TrainConfig(learning_rate=1e-3, image_layers_learning_rate=5e-3,
+                                                 residual_head_learning_rate=2e-3))
+    assert [group["lr"] for group in groups] == [1e-3, 5e-3, 2e-3]
     image_ids = {id(p) for name, p in model.named_parameters() if name.startswith(IMAGE_LAYER_PREFIXES)}
     assert {id(p) for p in groups[1]["params"]} == image_ids
+    residual_ids = {id(p) for name, p in model.named_parameters() if name.startswith(RESIDUAL_HEAD_PREFIX)}
+    assert residual_ids and {id(p) for p in groups[2]["params"]} == residual_ids
+    defaults = parameter_groups(model, TrainConfig(learning_rate=1e-3))
+    assert [group["lr"] for group in defaults] == [1e-3, 1e-3, 1e-3]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for group in groups for p in group["params"]} == trainable
 

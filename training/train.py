@@ -61,6 +61,7 @@ class TrainConfig:
     gradient_accumulation: int = 2
     learning_rate: float = 5e-4
     image_layers_learning_rate: float | None = None  # None: the same as learning_rate
+    residual_head_learning_rate: float | None = None  # None: the same as learning_rate
     warmup_steps: int = 100
     min_learning_rate_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -101,8 +102,10 @@ HELP = {
     "batch_size": "conversations per forward on each process",
     "gradient_accumulation": "forwards per optimizer step",
     "learning_rate": "peak AdamW learning rate (backbone: adapters, or every weight with --finetune full)",
-    "image_layers_learning_rate": "peak learning rate of the new image layers (image embedder, image head, "
-                                  "residual head); default: --learning-rate",
+    "image_layers_learning_rate": "peak learning rate of the new layers that read and write codes (image "
+                                  "embedder, image head); default: --learning-rate",
+    "residual_head_learning_rate": "peak learning rate of the residual diffusion head (its loss diverged at "
+                                   "1e-2 where the image head thrived); default: --learning-rate",
     "warmup_steps": "linear warm-up steps before cosine decay",
     "min_learning_rate_ratio": "the cosine decay ends at this fraction of the peak",
     "weight_decay": "AdamW weight decay",
@@ -185,17 +188,27 @@ def resolve_precision(requested: str) -> str:
     return "bf16" if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") else "no"
 
 
-IMAGE_LAYER_PREFIXES = ("image_embedder.", "image_head.", "residual_head.")
+IMAGE_LAYER_PREFIXES = ("image_embedder.", "image_head.")
+RESIDUAL_HEAD_PREFIX = "residual_head."
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: the backbone's trainable weights, and the new image layers at their own rate."""
-    image, backbone = [], []
+    """AdamW groups, each at its own rate: the backbone's trainable weights, the new layers
+    that read and write codes, and the residual head.
+
+    The new layers start from scratch on features the backbone already has, and learn far
+    faster with a higher rate (docs/overfit); the residual head's diffusion loss does not
+    tolerate the same rate, so it has its own.
+    """
+    backbone, image, residual = [], [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (image if name.startswith(IMAGE_LAYER_PREFIXES) else backbone).append(parameter)
-    image_rate = config.image_layers_learning_rate or config.learning_rate
-    return [{"params": backbone, "lr": config.learning_rate}, {"params": image, "lr": image_rate}]
+            group = image if name.startswith(IMAGE_LAYER_PREFIXES) else \
+                residual if name.startswith(RESIDUAL_HEAD_PREFIX) else backbone
+            group.append(parameter)
+    return [{"params": backbone, "lr": config.learning_rate},
+            {"params": image, "lr": config.image_layers_learning_rate or config.learning_rate},
+            {"params": residual, "lr": config.residual_head_learning_rate or config.learning_rate}]
 
 
 def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
