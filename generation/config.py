@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 PerScale = float | int | Sequence[float] | Sequence[int] | None
 
@@ -70,9 +70,6 @@ class GenerationConfig:
             problems.append("stop_strings may not contain an empty string")
         if problems:
             raise ValueError("; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def for_scale(value: PerScale, scale_index: int, num_scales: int, name: str) -> float:

@@ -27,15 +27,6 @@ def filter_logits(logits_NV: torch.Tensor, temperature: float, top_k: int, top_p
     return scores
 
 
-def sample(logits_NV: torch.Tensor, temperature: float, top_k: int, top_p: float,
-           generator: torch.Generator) -> torch.Tensor:
-    """(N, V) logits -> (N,) token ids; temperature 0 is greedy."""
-    if temperature == 0:
-        return logits_NV.argmax(dim=-1)
-    probabilities = filter_logits(logits_NV, temperature, top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
-
-
 def penalise_repeats(logits_V: torch.Tensor, previous_ids: list[int], penalty: float) -> torch.Tensor:
     """One row's logits with HF's repetition penalty over the ids it has already seen."""
     if penalty == 1.0 or not previous_ids:

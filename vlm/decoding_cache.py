@@ -74,11 +74,6 @@ class DecodingCache:
         """`rows` no longer see keys `start:end` (an image's scale blocks once its last scale is drawn)."""
         self.key_visible[rows, start:end] = False
 
-    def hide_before(self, key_index: torch.Tensor) -> None:
-        """Row i no longer sees keys before `key_index[i]` (the unconditional branch of CFG)."""
-        columns = torch.arange(self.length, device=self.key_visible.device)
-        self.key_visible = self.key_visible & (columns[None, :] >= key_index[:, None])
-
 
 def empty_cache(batch_size: int, device: torch.device) -> DecodingCache:
     return DecodingCache(

@@ -18,7 +18,7 @@ as guiding the noise.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +41,6 @@ class ResidualHeadConfig:
     # A one-step generator distilled from the head (training.distill_residual) ships beside it;
     # sampling with 1 step uses it.
     one_step: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def cosine_alphas_cumprod(num_timesteps: int, offset: float = 0.008) -> torch.Tensor:
