@@ -5,7 +5,8 @@
 Starts the app on a free local port with the model (the default model when none is given),
 opens it in Debian's Chromium driven by Playwright (through the browser's executable path:
 nothing is downloaded), types a request for an image, and times what the user sees: the
-first text of the reply, and the first <img> inside it. Repeats --runs times after a
+first text of the reply, the first coarse-to-fine preview of its image, the finished image,
+and the end of the whole reply (the Send button is back). Repeats --runs times after a
 warm-up and prints the medians. `tests/test_app_browser.py` drives the same page the same way.
 """
 
@@ -18,7 +19,6 @@ import os
 import shutil
 import socket
 import statistics
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +30,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BOT_MESSAGES = ".message-row.bot-row"  # one row per assistant turn: its text and its images
 USER_MESSAGES = ".message-row.user-row"
+DEFAULT_PROMPTS = ("Hi! Can you draw a red circle for me?", "How do I draw a snowman? Show me step by step.")
+TIMINGS = ("first_text_s", "first_preview_s", "first_image_s", "done_s")
 
 
 def find_chromium() -> str | None:
@@ -49,12 +51,12 @@ def free_port() -> int:
 @contextmanager
 def running_app(model) -> Iterator[str]:
     """The app on a free local port, as `python app.py` runs it; yields its URL."""
-    from app import build_app
+    from app import CSS, build_app
 
     app = build_app(model)
     port = free_port()
     app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                  prevent_thread_lock=True, quiet=True)
+                                                  prevent_thread_lock=True, quiet=True, css=CSS)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -75,48 +77,79 @@ def chromium_page(executable: str, width: int = 1100, height: int = 1000) -> Ite
             browser.close()
 
 
-def send_and_time(page, text: str, timeout_s: float = 300.0) -> dict[str, float]:
+# Watches the page from inside the browser (exact timestamps, no polling gaps): the new
+# reply's first text, its first scale preview, its first finished image, and when the Send
+# button, disabled while a reply is written, comes back.
+RECORDER = """(before) => {
+  const rec = {previews: [], images: []};
+  window.__hvlmReply = rec;
+  const start = performance.now();
+  const seconds = () => (performance.now() - start) / 1000;
+  const observer = new MutationObserver(() => {
+    const now = seconds();
+    const rows = document.querySelectorAll('.message-row.bot-row');
+    if (rows.length > before) {
+      const reply = rows[rows.length - 1];
+      if (rec.first_text_s === undefined && reply.innerText.trim()) rec.first_text_s = now;
+      for (const img of reply.querySelectorAll('img')) {
+        if (img.alt.startsWith('Drawing in progress')) {
+          if (rec.first_preview_s === undefined) rec.first_preview_s = now;
+          if (!rec.previews.includes(img.alt)) rec.previews.push(img.alt);
+        } else {
+          if (rec.first_image_s === undefined) rec.first_image_s = now;
+          if (!rec.images.includes(img.alt)) rec.images.push(img.alt);
+        }
+      }
+    }
+    const send = document.querySelector('#send-button');
+    const busy = send && (send.disabled || send.innerText.trim() !== 'Send');
+    if (busy) rec.busy_seen = true;
+    if (rec.busy_seen && !busy && rec.done_s === undefined) { rec.done_s = now; observer.disconnect(); }
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def start_reply(page, text: str) -> None:
+    """Type `text`, start watching the page, and press Send (returns at once)."""
+    page.get_by_label("message", exact=True).fill(text)
+    page.evaluate(RECORDER, page.locator(BOT_MESSAGES).count())
+    page.locator("#send-button").click()
+
+
+def wait_reply(page, timeout_s: float = 300.0) -> dict:
+    """Wait for the reply started by `start_reply` to end; returns what the recorder saw."""
+    page.wait_for_function("() => window.__hvlmReply.done_s !== undefined", timeout=timeout_s * 1000)
+    return page.evaluate("() => window.__hvlmReply")
+
+
+def send_and_time(page, text: str, timeout_s: float = 300.0) -> dict:
     """Type `text`, press Send, and time the reply as the user sees it.
 
-    Returns seconds from the click to the first text of the new reply (`first_text_s`), to the
-    first <img> in it (`first_image_s`), and until the Send button is idle again (`done_s`).
+    Returns seconds from the click to the reply's first text (`first_text_s`), first scale
+    preview (`first_preview_s`), first finished image (`first_image_s`) and its end
+    (`done_s`: the Send button is back, after every text and image of the reply), plus the
+    alt texts of the previews and images seen, in order (`previews`, `images`).
     """
-    bots = page.locator(BOT_MESSAGES)
-    before = bots.count()
-    page.get_by_label("message").fill(text)
-    started = time.perf_counter()
-    page.get_by_role("button", name="Send", exact=True).click()
-    timings: dict[str, float] = {}
-    deadline = started + timeout_s
-    while time.perf_counter() < deadline:
-        count = bots.count()
-        if count > before:
-            reply = bots.nth(count - 1)
-            if "first_text_s" not in timings and reply.inner_text().strip():
-                timings["first_text_s"] = time.perf_counter() - started
-            if "first_image_s" not in timings and reply.locator("img").count() > 0:
-                timings["first_image_s"] = time.perf_counter() - started
-        if "first_text_s" in timings and "first_image_s" in timings:
-            break
-        page.wait_for_timeout(25)
-    # The reply is done when the progress indicator is gone.
-    page.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')",
-                           timeout=max(1.0, deadline - time.perf_counter()) * 1000)
-    timings["done_s"] = time.perf_counter() - started
-    return timings
+    start_reply(page, text)
+    return wait_reply(page, timeout_s)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.app_browser", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
-    parser.add_argument("--prompt", default="Hi! Can you draw a red circle for me?", help="the message typed")
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="a message to type (repeatable; default: one drawing request and one step-by-step "
+                             "request, whose end comes after several images)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (each in a fresh page)")
     parser.add_argument("--seed", type=int, default=0, help="generation seed set in the app's settings")
     parser.add_argument("--screenshot", type=Path, default=Path("docs/app_screenshot.png"),
                         help="where the last run's page is saved")
     parser.add_argument("--json", type=Path, default=None, help="also write the medians here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.prompt = args.prompt or list(DEFAULT_PROMPTS)
+    return args
 
 
 def set_seed(page, seed: int) -> None:
@@ -133,32 +166,36 @@ def main(argv: list[str] | None = None) -> None:
     from chat.session import load_chat_model
 
     model = load_chat_model(args.model)
-    runs = []
+    runs: dict[str, list[dict]] = {prompt: [] for prompt in args.prompt}
     with running_app(model) as url, chromium_page(executable) as page:
-        for run in range(args.runs + 1):
-            page.goto(url)
-            page.get_by_label("message").wait_for()
-            set_seed(page, args.seed)
-            timings = send_and_time(page, args.prompt)
-            logger.info("run %d%s: %s", run, " (warm-up)" if run == 0 else "",
-                        {name: round(value, 2) for name, value in timings.items()})
-            if run > 0:
-                runs.append(timings)
+        for prompt in args.prompt:
+            for run in range(args.runs + 1):
+                page.goto(url)
+                page.get_by_label("message", exact=True).wait_for()
+                set_seed(page, args.seed)
+                timings = send_and_time(page, prompt)
+                logger.info("%r run %d%s: %s", prompt, run, " (warm-up)" if run == 0 else "",
+                            {name: round(timings[name], 2) for name in TIMINGS if name in timings})
+                if run > 0:
+                    runs[prompt].append(timings)
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.screenshot), full_page=True)
-    names = ("first_text_s", "first_image_s", "done_s")
-    medians = {name: statistics.median(run[name] for run in runs if name in run)
-               for name in names if any(name in run for run in runs)}
-    print(f"| in the browser, prompt {args.prompt!r} | median of {len(runs)} (s) |\n|---|---|")
-    for name, value in medians.items():
-        print(f"| {name} | {value:.2f} |")
-    missing = [name for name in names if name not in medians]
-    if missing:
-        print(f"(never seen: {', '.join(missing)})")
+    results = {}
+    for prompt, timed in runs.items():
+        medians = {name: statistics.median(run[name] for run in timed if name in run)
+                   for name in TIMINGS if any(name in run for run in timed)}
+        results[prompt] = {**medians, "images": statistics.median(len(run["images"]) for run in timed),
+                           "runs": timed}
+        print(f"\n| in the browser, prompt {prompt!r} | median of {len(timed)} (s) |\n|---|---|")
+        for name, value in medians.items():
+            print(f"| {name} | {value:.2f} |")
+        print(f"| images in the reply | {results[prompt]['images']:g} |")
+        missing = [name for name in TIMINGS if name not in medians]
+        if missing:
+            print(f"(never seen: {', '.join(missing)})")
     print(f"screenshot: {args.screenshot}")
     if args.json:
-        args.json.write_text(json.dumps({**medians, "runs": runs, "prompt": args.prompt}, indent=2))
-
+        args.json.write_text(json.dumps(results, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from chat.conversation import Conversation, ConversationFileError
-from chat.session import ChatSession, EmptyMessageError, load_chat_model
+from chat.quiet import quiet
+from chat.session import ChatSession, EmptyMessageError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ImageStarted, TextDelta
 from vlm.image_io import ImageLoadError
 
@@ -47,7 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "has one), N = N diffusion steps")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")
-    return parser.parse_args(argv)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show library warnings and model-loading progress (hidden by default)")
+    args = parser.parse_args(argv)
+    if args.model is not None and not args.model.is_dir():
+        parser.error(f"--model {args.model}: no such folder")
+    return args
 
 
 class Printer:
@@ -126,12 +132,18 @@ def interactive(session: ChatSession, printer: Printer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = GenerationConfig(temperature=args.temperature, cfg_scale=args.cfg_scale,
                               residual_steps=args.residual_steps, max_images=args.max_images,
                               max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.prompt is not None and not args.prompt.strip() and not args.image:
         print("error: --prompt is empty", file=sys.stderr)
+        return 2
+    try:  # checked before the model loads (seconds), so a typo fails at once
+        images = [load_upload(path) for path in args.image]
+    except ImageLoadError as error:
+        print(f"error: --image: {error}", file=sys.stderr)
         return 2
     model = load_chat_model(args.model)
     session = ChatSession(model, config, args.system)
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         interactive(session, printer)
         return 0
     try:
-        printer.show(session.send(args.prompt, args.image))
+        printer.show(session.send(args.prompt, images))
     except (EmptyMessageError, ImageLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -49,11 +49,12 @@ def load_upload(source: ImageInput) -> Image.Image:
     if isinstance(source, str | Path):
         path = Path(source)
         if path.is_file() and path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise ImageLoadError(f"'{path.name}' is {path.stat().st_size / 2**20:.1f} MB; the limit is "
-                                 f"{MAX_UPLOAD_BYTES // 2**20} MB")
+            size = f"it is {path.stat().st_size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+            raise ImageLoadError(f"'{path.name}': {size}", size)
     image = load_image(source)
     if image.width * image.height > MAX_UPLOAD_PIXELS:
-        raise ImageLoadError(f"the image is {image.width}x{image.height} pixels; the limit is 4096x4096")
+        pixels = f"it is {image.width}x{image.height} pixels; the limit is 4096x4096"
+        raise ImageLoadError(f"the image {pixels}", pixels)
     return image
 
 

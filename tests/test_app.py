@@ -7,7 +7,7 @@ import threading
 import pytest
 from gradio_client import Client, handle_file
 
-from app import build_app, parse_args
+from app import CSS, build_app, parse_args
 from benchmarks.app_browser import free_port
 from tests.tiny_vlm import force_one_image, perturbed, tiny_model
 
@@ -21,7 +21,7 @@ def running_app(tiny_parts):
     app = build_app(model)
     port = free_port()
     app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                  prevent_thread_lock=True, quiet=True)
+                                                  prevent_thread_lock=True, quiet=True, css=CSS)
     yield f"http://127.0.0.1:{port}/", model
     app.close()
 
@@ -30,6 +30,15 @@ def send(client: Client, text: str, upload=None, **settings):
     values = {**SETTINGS, **settings}
     return client.predict(text, upload, values["temperature"], values["cfg_scale"], values["residual_steps"],
                           values["seed"], values["max_images"], api_name="/send")
+
+
+def is_image(part) -> bool:
+    """A chat part that shows a PNG (the app shows images as Image components, with alt text)."""
+    if not (isinstance(part, dict) and part.get("type") == "component" and part.get("component") == "image"):
+        return False
+    value = part["value"]
+    path = value.get("path") if isinstance(value, dict) else value
+    return str(path).endswith(".png") and bool(part["constructor_args"].get("alt_text"))
 
 
 def contents(chat) -> list:
@@ -49,12 +58,15 @@ def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp
     Image.new("RGB", (40, 40), "blue").save(image_path)
     chat, _, _ = send(client, "What colour is this?", handle_file(str(image_path)))
     user_turn = chat[-2]["content"]
-    assert any(isinstance(part, dict) and part.get("type") == "file" for part in user_turn)
+    assert any(is_image(part) for part in user_turn)
     before = len(chat)
     bad = tmp_path / "notes.txt"
     bad.write_text("this is not an image")
     chat, _, _ = send(client, "and this?", handle_file(str(bad)))
-    assert len(chat) == before + 1 and "notes.txt" in str(chat[-1]["content"])  # a visible error, nothing added
+    note = str(chat[-1]["content"])
+    assert len(chat) == before + 1 and "notes.txt" in note  # a visible error of its own, nothing added
+    assert "/tmp" not in note and "Error" not in note and "not an image" in note  # no server path or class
+    assert note.count("Not sent") == 1
     chat, _, _ = send(client, "Still there?", max_images=0)
     assert len(chat) == before + 2  # the session is intact
 
@@ -65,8 +77,7 @@ def test_forced_image_reaches_the_chat_as_a_file(running_app):
     force_one_image(model)
     chat, _, _ = send(client, "Draw something.")
     reply = chat[-1]["content"]
-    assert any(isinstance(part, dict) and part.get("type") == "file" and str(part["file"]).endswith(".png")
-               for part in reply)
+    assert any(is_image(part) for part in reply)
 
 
 def test_two_concurrent_sessions_keep_their_histories_apart(running_app):

@@ -20,7 +20,15 @@ ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 class ImageLoadError(ValueError):
-    """An input could not be read as an image; the message names the input and why."""
+    """An input could not be read as an image; the message names the input and why.
+
+    `reason` says why in words for a person at a chat window: no file path, no exception
+    class (the app shows it; the message itself keeps the detail for a developer).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _describe(source: object) -> str:
@@ -43,18 +51,21 @@ def _composite_on_white(image: Image.Image) -> Image.Image:
 def _open_path(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise ImageLoadError(f"image file '{path}' does not exist or is not a file")
+        raise ImageLoadError(f"image file '{path}' does not exist or is not a file", "the file does not exist")
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now, so a truncated file fails here and not later
             return opened.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = "it is not an image this app can read (PNG, JPEG, WebP, GIF or BMP)" \
+            if isinstance(error, UnidentifiedImageError) else "the image file is damaged or incomplete"
         raise ImageLoadError(
             f"'{path}' is not a readable image ({type(error).__name__}: {error}); "
-            "pass a PNG, JPEG, WebP, GIF or BMP file"
+            "pass a PNG, JPEG, WebP, GIF or BMP file", reason
         ) from error
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(f"'{path}' is too large to load safely: {error}") from error
+        raise ImageLoadError(f"'{path}' is too large to load safely: {error}",
+                             "the image has too many pixels to load safely") from error
 
 
 def _array_to_pil(array: np.ndarray, source: object) -> Image.Image:
@@ -110,7 +121,8 @@ def load_image(source: ImageInput) -> Image.Image:
             "pass a file path, a PIL image, a numpy array or a torch tensor"
         )
     if image.width == 0 or image.height == 0:
-        raise ImageLoadError(f"{_describe(source)}: the image is empty ({image.width}x{image.height})")
+        raise ImageLoadError(f"{_describe(source)}: the image is empty ({image.width}x{image.height})",
+                             "the image is empty (no pixels)")
     return _composite_on_white(image)
 
 
