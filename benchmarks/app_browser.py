@@ -144,8 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "request, whose end comes after several images)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (each in a fresh page)")
     parser.add_argument("--seed", type=int, default=0, help="generation seed set in the app's settings")
-    parser.add_argument("--screenshot", type=Path, default=Path("docs/app_screenshot.png"),
-                        help="where the last run's page is saved")
+    parser.add_argument("--screenshots", type=Path, default=Path("docs"),
+                        help="folder for the pages saved: app_preview.png (a drawing mid-preview), "
+                             "app_screenshot.png (the last prompt's finished reply), app_error.png (a bad upload)")
     parser.add_argument("--json", type=Path, default=None, help="also write the medians here")
     args = parser.parse_args(argv)
     args.prompt = args.prompt or list(DEFAULT_PROMPTS)
@@ -155,6 +156,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def set_seed(page, seed: int) -> None:
     page.get_by_role("button", name="settings ▼").click()
     page.get_by_label("seed (-1 = random)").fill(str(seed))
+
+
+def show_bad_upload(page, url: str) -> None:
+    """Attach a text file named like a photo and send: the page then shows the app's error."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        bad = Path(folder) / "holiday.png"
+        bad.write_text("a text file, renamed")
+        page.goto(url)
+        page.get_by_label("message", exact=True).wait_for()
+        page.locator("input[type=file]").set_input_files(str(bad))
+        page.get_by_text("holiday.png").first.wait_for()
+        page.get_by_label("message", exact=True).fill("What is in this photo?")
+        page.locator("#send-button").click()
+        page.wait_for_function("() => document.body.innerText.includes('could not be used')")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,19 +184,26 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_chat_model(args.model)
     runs: dict[str, list[dict]] = {prompt: [] for prompt in args.prompt}
+    args.screenshots.mkdir(parents=True, exist_ok=True)
     with running_app(model) as url, chromium_page(executable) as page:
         for prompt in args.prompt:
             for run in range(args.runs + 1):
                 page.goto(url)
                 page.get_by_label("message", exact=True).wait_for()
                 set_seed(page, args.seed)
-                timings = send_and_time(page, prompt)
+                start_reply(page, prompt)
+                if run == args.runs and prompt == args.prompt[-1]:
+                    page.wait_for_function("() => window.__hvlmReply.first_preview_s !== undefined"
+                                           " || window.__hvlmReply.done_s !== undefined", timeout=300_000)
+                    page.screenshot(path=str(args.screenshots / "app_preview.png"), full_page=True)
+                timings = wait_reply(page)
                 logger.info("%r run %d%s: %s", prompt, run, " (warm-up)" if run == 0 else "",
                             {name: round(timings[name], 2) for name in TIMINGS if name in timings})
                 if run > 0:
                     runs[prompt].append(timings)
-        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.screenshot), full_page=True)
+        page.screenshot(path=str(args.screenshots / "app_screenshot.png"), full_page=True)
+        show_bad_upload(page, url)
+        page.screenshot(path=str(args.screenshots / "app_error.png"), full_page=True)
     results = {}
     for prompt, timed in runs.items():
         medians = {name: statistics.median(run[name] for run in timed if name in run)
@@ -193,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         missing = [name for name in TIMINGS if name not in medians]
         if missing:
             print(f"(never seen: {', '.join(missing)})")
-    print(f"screenshot: {args.screenshot}")
+    print(f"screenshots: {args.screenshots}/app_preview.png, app_screenshot.png, app_error.png")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
