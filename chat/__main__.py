@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from chat import inline_image
 from chat.conversation import Conversation, ConversationFileError
 from chat.quiet import quiet
 from chat.session import ChatSession, EmptyMessageError, load_chat_model, load_upload
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "has one), N = N diffusion steps")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")
+    parser.add_argument("--preview", choices=["auto", "none", *inline_image.PROTOCOLS], default="auto",
+                        help="show drawn images inline: auto = what this terminal is known to support (kitty, "
+                             "iTerm2/WezTerm, sixel terminals) when printing to a terminal, else none")
     parser.add_argument("--verbose", action="store_true",
                         help="show library warnings and model-loading progress (hidden by default)")
     args = parser.parse_args(argv)
@@ -57,11 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Printer:
-    """Streams events to stdout and saves images as they finish."""
+    """Streams events to stdout and saves images as they finish; with a `preview` protocol,
+    also shows each image inline under its path."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, preview: str | None = None):
         self.out = out
         self.count = 0
+        self.preview = preview
 
     def show(self, events) -> str | None:
         reason = None
@@ -79,6 +85,8 @@ class Printer:
                 event.image.save(path)
                 self.count += 1
                 print(f"\r[image: {path}]", flush=True)
+                if self.preview:
+                    print(inline_image.render(event.image, self.preview), flush=True)
             elif isinstance(event, Done):
                 reason = event.reason
         print()
@@ -147,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = load_chat_model(args.model)
     session = ChatSession(model, config, args.system)
-    printer = Printer(args.out)
+    preview = None if args.preview == "none" else \
+        (inline_image.detect() if sys.stdout.isatty() else None) if args.preview == "auto" else args.preview
+    printer = Printer(args.out, preview)
     if args.prompt is None:
         interactive(session, printer)
         return 0

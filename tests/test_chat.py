@@ -103,3 +103,23 @@ def test_a_saved_conversation_cannot_point_at_images_outside_its_folder(session,
         (folder / "conversation.json").write_text(json.dumps(record))
         with pytest.raises(ConversationFileError, match="message 1: image path"):
             Conversation.load(folder)
+
+
+def test_inline_previews_speak_each_terminal_protocol_and_detect_terminals():
+    from chat import inline_image
+
+    image = Image.new("RGB", (64, 64), "white")
+    image.paste((255, 0, 0), (16, 16, 48, 48))
+    kitty = inline_image.render(image, "kitty", 64)
+    assert kitty.startswith("\033_Ga=T,f=100") and kitty.endswith("\033\\")
+    iterm = inline_image.render(image, "iterm", 64)
+    assert iterm.startswith("\033]1337;File=inline=1") and iterm.endswith("\a")
+    sixel = inline_image.render(image, "sixel", 12)
+    assert sixel.startswith('\033Pq"1;1;12;12') and sixel.endswith("\033\\")
+    assert sixel.count("-") == 2  # 12 rows = two bands of six
+    with pytest.raises(ValueError, match="unknown preview protocol"):
+        inline_image.render(image, "ascii")
+    assert inline_image.detect({"TERM": "xterm-kitty"}) == "kitty"
+    assert inline_image.detect({"TERM_PROGRAM": "iTerm.app"}) == "iterm"
+    assert inline_image.detect({"TERM": "foot"}) == "sixel"
+    assert inline_image.detect({"TERM": "xterm-256color"}) is None
