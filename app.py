@@ -23,7 +23,7 @@ from PIL import Image
 
 from chat.conversation import Message
 from chat.quiet import quiet
-from chat.session import ChatSession, EmptyMessageError, load_chat_model, load_upload
+from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ScalePreview
 from vlm.image_io import ImageLoadError
 from vlm.unified_model import UnifiedVLM
@@ -168,6 +168,11 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
             return state.display(), state, gr.update(), gr.update(), gr.update()
         if not (message or "").strip() and not images:
             state.notice = "The message is empty: write something or attach an image."
+            return state.display(), state, gr.update(), gr.update(), gr.update()
+        try:
+            state.chat.check_fits(message or "", images)
+        except MessageTooLongError as error:
+            state.notice = f"The message is too long: {error}."
             return state.display(), state, gr.update(), gr.update(), gr.update()
         state.pending, state.busy = (message or "", images), True
         return state.display(), state, "", None, gr.update(interactive=False, value="Writing…")

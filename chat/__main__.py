@@ -16,7 +16,7 @@ from pathlib import Path
 from chat import inline_image
 from chat.conversation import Conversation, ConversationFileError
 from chat.quiet import quiet
-from chat.session import ChatSession, EmptyMessageError, load_chat_model, load_upload
+from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ImageStarted, TextDelta
 from vlm.image_io import ImageLoadError
 
@@ -134,7 +134,7 @@ def interactive(session: ChatSession, printer: Printer) -> None:
                 images, attached = attached, []
                 print("model> ", end="")
                 printer.show(session.send(text, images, force_image=force))
-        except (EmptyMessageError, ImageLoadError, ConversationFileError, OSError) as error:
+        except (EmptyMessageError, MessageTooLongError, ImageLoadError, ConversationFileError, OSError) as error:
             print(f"error: {error}")
 
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         printer.show(session.send(args.prompt, images))
-    except (EmptyMessageError, ImageLoadError) as error:
+    except (EmptyMessageError, MessageTooLongError, ImageLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -31,6 +31,10 @@ class EmptyMessageError(ValueError):
     """A message with neither text nor an image."""
 
 
+class MessageTooLongError(ValueError):
+    """A message that, with the history, would not fit in what the model can read."""
+
+
 def load_chat_model(path: str | Path | None = None) -> UnifiedVLM:
     """The model at `path`, or the shipped default model; without one, the default architecture
     with untrained image layers (it chats, but its images are noise) and a warning."""
@@ -97,8 +101,28 @@ class ChatSession:
         parts = [{"type": "image", "image": image} for image in loaded]
         if text.strip():
             parts.append({"type": "text", "text": text.strip()})
+        self._check_length(Message("user", parts))
         self.conversation.messages.append(Message("user", parts))
         yield from self._reply(overrides)
+
+    def check_fits(self, text: str, images: Sequence[Image.Image] = ()) -> None:
+        """Raise MessageTooLongError if this message would not fit with the history (nothing changes)."""
+        parts = [{"type": "image", "image": image} for image in images]
+        if text.strip():
+            parts.append({"type": "text", "text": text.strip()})
+        self._check_length(Message("user", parts))
+
+    def _check_length(self, message: Message) -> None:
+        """Refuse (before the history changes) a message the model could not read with the history."""
+        limit = self.model.context_length
+        text_tokens = len(self.model.processor.tokenizer(message.text).input_ids)
+        if text_tokens >= limit:  # no need to lay out the whole history to know
+            raise MessageTooLongError(f"the message is {text_tokens} tokens; this model reads at most {limit}")
+        conversation = Conversation(self.conversation.system_prompt, [*self.conversation.messages, message])
+        length = self.model.processor(conversation.for_model(), add_generation_prompt=True).input_ids.shape[1]
+        if length >= limit:
+            raise MessageTooLongError(f"with the history the conversation would be {length} tokens; this model "
+                                      f"reads at most {limit}: start a new conversation (Clear) or shorten it")
 
     def regenerate(self, **overrides) -> Iterator[Event]:
         """Replace the last reply with a new one (a different seed unless one is given)."""

@@ -68,6 +68,13 @@ class GenerationConfig:
             problems.append(f"num_sequences must be >= 1, got {self.num_sequences}")
         if any(not text for text in self.stop_strings):
             problems.append("stop_strings may not contain an empty string")
+        for name, valid, rule in (("image_temperature", lambda v: v >= 0, ">= 0"),
+                                  ("image_top_k", lambda v: v >= 0 and float(v).is_integer(), "a whole number >= 0"),
+                                  ("image_top_p", lambda v: 0 < v <= 1, "in (0, 1]")):
+            value = getattr(self, name)
+            values = list(value) if isinstance(value, Sequence) else [value]
+            if not values or any(item is None or not valid(item) for item in values):
+                problems.append(f"{name} must be {rule} (one value, or one per scale), got {value!r}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -168,6 +168,9 @@ class InterleavedGenerator:
     def stream(self, conversations: Sequence[list]) -> Iterator[Event]:
         model, config = self.model, self.config
         batch = model.processor(list(conversations), add_generation_prompt=True)
+        if batch.input_ids.shape[1] >= model.context_length:
+            raise ConversationError(f"the conversation is {batch.input_ids.shape[1]} tokens; this model reads at "
+                                    f"most {model.context_length}: shorten it or start a new one")
         size = batch.input_ids.shape[0]
         rows = [_Row(seen_ids=batch.input_ids[index, :int(batch.padding_mask[index].sum())].tolist())
                 for index in range(size)]

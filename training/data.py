@@ -97,14 +97,29 @@ def parse_conversation(record: object, base: Path, check_images: bool = True) ->
     return parsed
 
 
+# A conversation longer than any context the model reads is a mistake, not data; text this
+# long would also make every batch it lands in enormous.
+MAX_LINE_BYTES = 2**20
+
+
 def read_jsonl(path: str | Path, check_images: bool = True) -> tuple[list[list[dict]], list[LineProblem]]:
     """Every good conversation of a file, and every problem (blank lines are skipped)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     conversations, problems = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                problems.append(LineProblem(path, number, f"the line is {len(raw) / 2**20:.1f} MB; lines over "
+                                            f"{MAX_LINE_BYTES // 2**20} MB are refused (images go in files, "
+                                            "named by path)"))
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                problems.append(LineProblem(path, number, f"not UTF-8 text (byte {error.start + 1})"))
+                continue
             if not line.strip():
                 continue
             try:

@@ -40,7 +40,13 @@ def _describe(source: object) -> str:
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:
-    """Transparent pixels become white, as emoji and icons are drawn to be seen on white."""
+    """Transparent pixels become white, as emoji and icons are drawn to be seen on white.
+    High-bit-depth grey (16-bit PNGs, 32-bit int or float) is scaled to 8 bits first:
+    PIL's own conversion clips it, so a 16-bit photo would come out white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

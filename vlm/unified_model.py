@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -196,6 +196,11 @@ class UnifiedVLM(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.image_head[1].weight.device
+
+    @property
+    def context_length(self) -> int:
+        """The most positions the backbone was trained to read (its position limit)."""
+        return int(getattr(self.language_model.config, "max_position_embeddings", 2048))
 
     def image_inputs(self, batch: ProcessedBatch, tokens: HybridTokens) -> list[torch.Tensor]:
         """Per image in the batch, the (positions, hidden) inputs of its blocks."""
@@ -483,7 +488,12 @@ class UnifiedVLM(nn.Module):
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise CheckpointError(f"'{directory}' is not a hybrid-vlm model folder (no {CONFIG_NAME})")
-        values = json.loads(config_path.read_text())
+        try:
+            values = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"'{config_path}' is not valid JSON: {error}") from error
+        if not isinstance(values, dict) or not isinstance(values.get("vocab_size"), int):
+            raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config (no vocab_size)")
         vocab_size = values.pop("vocab_size")
         # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
         tokenizer_reference = values.pop("image_tokenizer", None)
@@ -493,6 +503,9 @@ class UnifiedVLM(nn.Module):
             if tokenizer_reference != "default":
                 raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder")
             tokenizer_dir = None
+        unknown = sorted(set(values) - {field.name for field in fields(UnifiedVLMConfig)})
+        if unknown:
+            raise CheckpointError(f"'{config_path}' has keys this version does not know: {', '.join(unknown)}")
         config = UnifiedVLMConfig(**{**LEGACY_CONFIG_VALUES, **values})
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         if expected_fingerprint is not None and model.image_tokenizer.fingerprint() != expected_fingerprint:
@@ -507,7 +520,10 @@ class UnifiedVLM(nn.Module):
             path = directory / name
             if not path.is_file():
                 raise CheckpointError(f"'{directory}' has no {name}")
-            state = load_file(str(path))
+            try:
+                state = load_file(str(path))
+            except Exception as error:  # safetensors raises its own error types for corrupt files
+                raise CheckpointError(f"'{path}' is not a readable safetensors file: {error}") from error
             mismatched = [key for key, value in tensors.items() if key not in state or state[key].shape != value.shape]
             if mismatched:
                 raise CheckpointError(f"'{path}' does not match the model its config builds: {mismatched[:5]}")
