@@ -16,6 +16,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -24,7 +25,7 @@ from PIL import Image
 from chat.conversation import Message
 from chat.quiet import quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
-from generation import Done, GenerationConfig, ImageFinished, ScalePreview
+from generation import Done, GenerationConfig, ImageFinished, ScalePreview, TextDelta
 from vlm.image_io import ImageLoadError
 from vlm.unified_model import UnifiedVLM
 
@@ -42,6 +43,8 @@ DISPLAY_PX = 256
 # conversation download keep the original size).
 CSS = f""".message-row img {{ width: {DISPLAY_PX}px !important; height: {DISPLAY_PX}px !important;
     max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }}"""
+MAX_QUEUE = 16
+TEXT_REFRESH_S = 0.08
 BUSY_NOTE = "A reply is still being written: wait for it to finish, or press Stop."
 
 
@@ -68,6 +71,7 @@ class BrowserSession:
         self.chat = ChatSession(model, GenerationConfig(previews=True))
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self._paths: dict[str, str] = {}  # image content hash -> PNG shown for it
+        self._rendered: dict[int, tuple[Message, list]] = {}  # id(message) -> (message, chat content)
         self.preview: tuple[Image.Image, int, int] | None = None  # image, scale index, number of scales
         self.stopped: list[Message] = []  # replies cut short by Stop (compared by identity)
         self.notice: str | None = None
@@ -110,11 +114,18 @@ class BrowserSession:
         return content
 
     def display(self) -> list[dict]:
+        """The chat as shown; earlier messages are rendered once (a reply streams one update
+        per token, and re-rendering every image of the history each time was most of the cost)."""
         shown = []
         messages = self.chat.conversation.messages
         for position, message in enumerate(messages):
-            content = self._message(message)
             last = position == len(messages) - 1
+            cached = self._rendered.get(id(message))  # the cache holds the message, so its id is not reused
+            if cached is not None and cached[0] is message and not last:
+                content = list(cached[1])
+            else:
+                content = self._message(message)
+                self._rendered[id(message)] = (message, list(content))
             if last and message.role == "assistant" and self.preview is not None:
                 image, scale, scales = self.preview
                 content.append(self._image(image, f"drawing… scale {scale + 1} of {scales}",
@@ -179,6 +190,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
 
     def stream(state: BrowserSession, events):
         state.preview = None
+        shown_at = 0.0
         try:
             for event in events:
                 if isinstance(event, ScalePreview):
@@ -187,6 +199,11 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
                     state.preview = None
                 elif isinstance(event, Done) and event.reason == "cancelled":
                     state.stopped.append(state.chat.conversation.messages[-1])
+                # Text is shown at most every TEXT_REFRESH_S (each update resends the chat to the
+                # browser; per token that cost more than the model); images and previews at once.
+                if isinstance(event, TextDelta) and time.monotonic() - shown_at < TEXT_REFRESH_S:
+                    continue
+                shown_at = time.monotonic()
                 yield state.display(), state
         finally:
             state.preview, state.busy = None, False
@@ -243,7 +260,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
     def clear(state):
         state = session_of(state)
         state.chat.reset()
-        state.stopped, state.notice = [], None
+        state.stopped, state.notice, state._rendered = [], None, {}
         return [], state, gr.update(value=None)
 
     with gr.Blocks(title="hybrid-vlm", delete_cache=(3600, 3600)) as app:
@@ -296,6 +313,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model folder (save_pretrained / training output); default: the shipped default model")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
+                        help="requests that may wait for the model at once; past it a sender is told the app is "
+                             "busy and to try again, instead of waiting without end")
     parser.add_argument("--verbose", action="store_true",
                         help="show library warnings and model-loading progress (hidden by default)")
     args = parser.parse_args(argv)
@@ -308,8 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = build_app(load_chat_model(args.model))
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, css=CSS)
+    serve(build_app(load_chat_model(args.model)), args.host, args.port, args.max_queue)
+
+
+def serve(app: gr.Blocks, host: str, port: int, max_queue: int = MAX_QUEUE, **launch_options) -> None:
+    """Queue (one model, one reply at a time, at most `max_queue` waiting) and start the server."""
+    app.queue(default_concurrency_limit=1, max_size=max_queue).launch(server_name=host, server_port=port, css=CSS,
+                                                                      **launch_options)
 
 
 if __name__ == "__main__":

@@ -49,14 +49,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(model) -> Iterator[str]:
+def running_app(model, max_queue: int | None = None) -> Iterator[str]:
     """The app on a free local port, as `python app.py` runs it; yields its URL."""
-    from app import CSS, build_app
+    from app import MAX_QUEUE, build_app, serve
 
     app = build_app(model)
     port = free_port()
-    app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                  prevent_thread_lock=True, quiet=True, css=CSS)
+    serve(app, "127.0.0.1", port, max_queue or MAX_QUEUE, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -7,9 +7,9 @@ import threading
 import pytest
 from gradio_client import Client, handle_file
 
-from app import CSS, build_app, parse_args
-from benchmarks.app_browser import free_port
-from tests.tiny_vlm import force_one_image, perturbed, tiny_model
+from app import parse_args
+from benchmarks.app_browser import running_app as running_app_at
+from tests.tiny_vlm import force_one_image, perturbed, short_replies, tiny_model
 
 SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
 
@@ -18,12 +18,8 @@ SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0
 def running_app(tiny_parts):
     model = perturbed(tiny_model(tiny_parts))
     model.processor.tokenizer  # noqa: B018  (the tiny model answers with random tokens)
-    app = build_app(model)
-    port = free_port()
-    app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                  prevent_thread_lock=True, quiet=True, css=CSS)
-    yield f"http://127.0.0.1:{port}/", model
-    app.close()
+    with running_app_at(model) as url:
+        yield url, model
 
 
 def send(client: Client, text: str, upload=None, **settings):
@@ -105,3 +101,15 @@ def test_help_names_model_host_and_port(capsys):
         parse_args(["--help"])
     out = capsys.readouterr().out
     assert "--model" in out and "--host" in out and "--port" in out
+
+
+def test_many_clients_get_every_reply_and_a_full_queue_says_busy(tiny_parts):
+    from benchmarks.app_load import burst, run_load
+
+    model = short_replies(perturbed(tiny_model(tiny_parts)))
+    with running_app_at(model, max_queue=1) as url:
+        report = run_load(url, clients=2, turns=3).summary()  # a question, a drawing, an upload each
+        assert report["replies"] == 6 and report["replies_lost"] == 0 and report["histories_crossed"] == 0
+        assert report["peak_rss_mb"] > 0
+        answered, busy, others = burst(url, 5)
+        assert others == [] and answered >= 1 and busy >= 1  # past the limit: told, not left waiting

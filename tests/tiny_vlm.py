@@ -61,3 +61,27 @@ def force_one_image(model: UnifiedVLM, words_first: int = 0) -> UnifiedVLM:
     model.text_logits = scripted
     model.reset_script = reset
     return model
+
+
+def short_replies(model: UnifiedVLM, words: int = 6) -> UnifiedVLM:
+    """Make a random model end every reply after `words` text tokens (a random model rarely
+    says end-of-turn, and 256-token replies make app tests slow)."""
+    stop = model.processor.tokenizer.eos_token_id
+    original_logits = type(model).text_logits.__get__(model)
+    original_start = type(model).start_decoding.__get__(model)
+    calls = {"count": 0}
+
+    def start_decoding(*args, **kwargs):
+        calls["count"] = 0
+        return original_start(*args, **kwargs)
+
+    def text_logits(hidden):
+        logits = original_logits(hidden).clone()
+        calls["count"] += 1
+        if calls["count"] > words:
+            logits[..., stop] = 1e4
+        return logits
+
+    model.start_decoding = start_decoding
+    model.text_logits = text_logits
+    return model

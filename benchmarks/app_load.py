@@ -1,0 +1,151 @@
+"""Many people at one app: concurrent gradio_client sessions, each a multi-turn conversation
+with drawings and uploads. Every reply must arrive, no history may leak into another
+session, memory must stay flat, and past the queue limit a sender must be told the app is
+busy instead of waiting without end. Used by `python -m benchmarks.robustness` (default
+model) and `tests/test_app.py` (tiny model).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 1, "seed": 0, "max_images": 1}
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux /proc; the app runs in this process)."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@dataclass
+class LoadReport:
+    clients: int
+    turns: int
+    replies_lost: int = 0
+    histories_crossed: int = 0
+    latencies: list[float] = field(default_factory=list)
+    rss_samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        latencies = sorted(self.latencies) or [float("nan")]
+        quarter = max(1, len(self.rss_samples) // 4)
+        return {
+            "clients": self.clients, "turns": self.turns, "replies": len(self.latencies),
+            "replies_lost": self.replies_lost, "histories_crossed": self.histories_crossed,
+            "latency_p50_s": round(statistics.median(latencies), 2),
+            "latency_p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
+            "peak_rss_mb": round(max(self.rss_samples, default=0.0), 1),
+            # Flat memory: the last quarter of the run against the first.
+            "rss_growth_mb": round(statistics.mean(self.rss_samples[-quarter:])
+                                   - statistics.mean(self.rss_samples[:quarter]), 1) if self.rss_samples else 0.0,
+            "errors": self.errors[:10],
+        }
+
+
+def _send(client, text: str, upload=None) -> list[dict]:
+    values = SETTINGS
+    chat, _, _ = client.predict(text, upload, values["temperature"], values["cfg_scale"], values["residual_steps"],
+                                values["seed"], values["max_images"], api_name="/send")
+    return chat
+
+
+def _user_texts(chat: list[dict]) -> list[str]:
+    texts = []
+    for message in chat:
+        if message["role"] == "user":
+            content = message["content"]
+            texts.append(" ".join(part.get("text", "") if isinstance(part, dict) else str(part)
+                                  for part in (content if isinstance(content, list) else [content])))
+    return texts
+
+
+def run_load(url: str, clients: int, turns: int, timeout_s: float = 600.0) -> LoadReport:
+    """`clients` sessions at once, `turns` messages each: a question, a drawing request, an
+    upload with a question, in turn. Samples memory every 0.2 s while they run."""
+    from gradio_client import Client, handle_file
+
+    report = LoadReport(clients, turns)
+    lock = threading.Lock()
+    folder = Path(tempfile.mkdtemp(prefix="app-load-"))
+    upload = folder / "blue.png"
+    Image.new("RGB", (64, 64), "blue").save(upload)
+    running = threading.Event()
+    running.set()
+
+    def sample_memory():
+        while running.is_set():
+            report.rss_samples.append(resident_mb())
+            time.sleep(0.2)
+
+    def talk(index: int):
+        client = Client(url, verbose=False)
+        tag = f"client{index}"
+        for turn in range(turns):
+            kind = turn % 3
+            text = [f"Hello, I am {tag}. What can you do? (turn {turn})",
+                    f"{tag} asks: draw a red circle please (turn {turn})",
+                    f"{tag} asks: what colour is this? (turn {turn})"][kind]
+            started = time.perf_counter()
+            try:
+                chat = _send(client, text, handle_file(str(upload)) if kind == 2 else None)
+            except Exception as error:  # noqa: BLE001  (a lost reply is what is counted)
+                with lock:
+                    report.replies_lost += 1
+                    report.errors.append(f"{tag} turn {turn}: {type(error).__name__}: {error}")
+                continue
+            elapsed = time.perf_counter() - started
+            users = _user_texts(chat)
+            arrived = bool(chat) and chat[-1]["role"] == "assistant" and users and text in users[-1]
+            crossed = any(tag not in user for user in users)
+            with lock:
+                report.latencies.append(elapsed)
+                report.replies_lost += 0 if arrived else 1
+                report.histories_crossed += int(crossed)
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
+    sampler.start()
+    threads = [threading.Thread(target=talk, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout_s)
+    running.clear()
+    sampler.join()
+    return report
+
+
+def burst(url: str, requests: int) -> tuple[int, int, list[str]]:
+    """`requests` sends at the same moment; returns (answered, refused as busy, other errors)."""
+    from gradio_client import Client
+
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def one(index: int):
+        try:
+            _send(Client(url, verbose=False), f"burst {index}")
+            outcome = "answered"
+        except Exception as error:  # noqa: BLE001
+            outcome = "busy" if "queue is full" in str(error).lower() else f"{type(error).__name__}: {error}"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    others = [result for result in results if result not in ("answered", "busy")]
+    return results.count("answered"), results.count("busy"), others
