@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm.files import PathEscapeError, confined_path, swap_in
+from vlm.files import PathEscapeError, confined_path, recover, swap_in
 from vlm.image_io import ImageLoadError, load_image
 from vlm.processor import ROLES
 
@@ -55,34 +55,43 @@ class Conversation:
         return messages
 
     def save(self, directory: str | Path) -> Path:
+        """Write conversation.json + images/ to `directory`, replacing an earlier save of a
+        conversation there. Written beside it and swapped in at the end: a crash or a full
+        disk leaves the earlier save as it was."""
         directory = Path(directory)
-        staging = directory.with_name(directory.name + ".saving")
-        if staging.exists():
-            shutil.rmtree(staging)
-        (staging / "images").mkdir(parents=True)
-        stored, count = [], 0
-        for message in self.messages:
-            parts = []
-            for part in message.parts:
-                if part["type"] == "image":
-                    name = f"images/{count:04d}.png"
-                    part["image"].save(staging / name)
-                    parts.append({"type": "image", "path": name})
-                    count += 1
-                else:
-                    parts.append({"type": "text", "text": part["text"]})
-            stored.append({"role": message.role, "content": parts})
-        record = {"schema_version": SCHEMA_VERSION, "system_prompt": self.system_prompt, "messages": stored}
-        (staging / FILE_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        recover(directory)
         if directory.exists() and not (directory / FILE_NAME).is_file():
-            shutil.rmtree(staging)
             raise ConversationFileError(f"'{directory}' exists and is not a saved conversation; not overwriting it")
-        swap_in(staging, directory)
+        staging = directory.with_name(directory.name + ".saving")
+        try:
+            if staging.exists():
+                shutil.rmtree(staging)
+            (staging / "images").mkdir(parents=True)
+            stored, count = [], 0
+            for message in self.messages:
+                parts = []
+                for part in message.parts:
+                    if part["type"] == "image":
+                        name = f"images/{count:04d}.png"
+                        part["image"].save(staging / name)
+                        parts.append({"type": "image", "path": name})
+                        count += 1
+                    else:
+                        parts.append({"type": "text", "text": part["text"]})
+                stored.append({"role": message.role, "content": parts})
+            record = {"schema_version": SCHEMA_VERSION, "system_prompt": self.system_prompt, "messages": stored}
+            (staging / FILE_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+            swap_in(staging, directory)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ConversationFileError(f"could not save the conversation to '{directory}': "
+                                        f"{error.strerror or error}; an earlier save there is unchanged") from error
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> Conversation:
         directory = Path(directory)
+        recover(directory)
         path = directory / FILE_NAME
         if not path.is_file():
             raise ConversationFileError(f"'{directory}' is not a saved conversation (no {FILE_NAME})")

@@ -123,3 +123,11 @@ def test_inline_previews_speak_each_terminal_protocol_and_detect_terminals():
     assert inline_image.detect({"TERM_PROGRAM": "iTerm.app"}) == "iterm"
     assert inline_image.detect({"TERM": "foot"}) == "sixel"
     assert inline_image.detect({"TERM": "xterm-256color"}) is None
+
+
+def test_a_save_that_runs_out_of_disk_says_so_and_keeps_the_earlier_save(tmp_path):
+    from benchmarks.save_crashes import full_disk_save, killed_saves
+
+    result = full_disk_save(tmp_path)
+    assert result["full_disk_save_clear_error"] and result["full_disk_earlier_save_intact"], result
+    assert killed_saves(tmp_path, trials=2) == {"save_kills_tried": 2, "save_kills_intact": 2}

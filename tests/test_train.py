@@ -211,3 +211,13 @@ def test_the_schedule_warms_up_from_the_first_step_and_ends_at_its_floor():
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]  # the first step already learns
     assert factors[4] == 1.0 and all(a >= b for a, b in zip(factors[4:], factors[5:]))
     assert factors[20] == pytest.approx(0.1) and factors[24] == pytest.approx(0.1)
+
+
+def test_every_forward_takes_its_own_slice_of_one_global_batch(shapes_data):
+    from training.train import MixedConversations
+
+    data = MixedConversations(shapes_data, seed=3)
+    whole = data.batch(5, 0, 4)  # one process, one forward of 4
+    halves = data.batch(5, 0, 2) + data.batch(5, 1, 2)  # two processes (or two micro-steps) of 2
+    assert halves == whole
+    assert data.batch(6, 0, 4) != whole and data.batch(5, 0, 4) == whole  # by step; repeatable

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -148,9 +148,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 class MixedConversations:
-    """Conversations from several sources, drawn by weight. Which conversations make up a
-    batch is a function of (seed, step, micro-step, process) only, so a resumed run sees
-    exactly the data an uninterrupted one would."""
+    """Conversations from several sources, drawn by weight.
+
+    Each step draws one global batch from (seed, step) alone; every forward (micro-step m
+    on process p of P) takes slice m * P + p of it. So a resumed run sees exactly the data an
+    uninterrupted one would, and two processes see, between them, exactly what one process
+    sees with twice the gradient accumulation: the same training, split differently.
+    """
 
     def __init__(self, data: str | Path, seed: int):
         data = Path(data)
@@ -172,10 +176,14 @@ class MixedConversations:
         self.weights = [weight / total for _, weight in sources]
         self.seed = seed
 
-    def batch(self, step: int, micro_step: int, size: int, process: int = 0) -> list[list[dict]]:
-        rng = random.Random(f"{self.seed}-{step}-{micro_step}-{process}")
-        chosen = rng.choices(range(len(self.sources)), weights=self.weights, k=size)
-        return [self.sources[source][rng.randrange(len(self.sources[source]))] for source in chosen]
+    def batch(self, step: int, slice_index: int, size: int) -> list[list[dict]]:
+        """Slice `slice_index` (of `size` conversations) of step `step`'s global batch."""
+        rng = random.Random(f"{self.seed}-{step}")
+        picks = []
+        for _ in range(size * (slice_index + 1)):  # one conversation at a time: slices never depend on their count
+            source = rng.choices(range(len(self.sources)), weights=self.weights)[0]
+            picks.append(self.sources[source][rng.randrange(len(self.sources[source]))])
+        return picks[size * slice_index:]
 
 
 def resolve_precision(requested: str) -> str:
@@ -296,7 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     precision = resolve_precision(config.mixed_precision)
     logger.info("mixed precision: %s (asked: %s)", precision, config.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision)
+    # cpu=True: without it, torchrun's processes on a CPU-only machine each train alone.
+    # find_unused_parameters: a batch without a drawn image leaves the image head and residual head unused.
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     output = Path(config.output_dir)
     checkpoint = output / "checkpoint"
     recover(checkpoint)
@@ -342,7 +353,10 @@ def main(argv: list[str] | None = None) -> None:
     counts: dict[str, int] = {}
     while step < config.steps:
         for micro_step in range(config.gradient_accumulation):
-            conversations = data.batch(step, micro_step, config.batch_size, accelerator.process_index)
+            slice_index = micro_step * accelerator.num_processes + accelerator.process_index
+            conversations = data.batch(step, slice_index, config.batch_size)
+            # Condition dropout and the residual head's noise: seeded by the slice, like the data.
+            generator.manual_seed(config.seed * 1_000_003 + step * 1_009 + slice_index)
             batch = unwrapped.processor(conversations)
             last = micro_step == config.gradient_accumulation - 1
             with nullcontext() if last else accelerator.no_sync(prepared):

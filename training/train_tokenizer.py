@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel
@@ -277,7 +277,10 @@ def evaluate_heldout(model: HybridTokenizer, dataset: Dataset, batch_size: int) 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    # cpu=True: without it, torchrun's processes on a CPU-only machine each train alone.
+    # find_unused_parameters: a discrete-path batch leaves the hybrid path's layers unused.
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(args.seed)
 
     codebook_is_new = args.init is None

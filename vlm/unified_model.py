@@ -141,8 +141,9 @@ class UnifiedVLM(nn.Module):
             backbone.set_attn_implementation(config.attention)
         tokenizer = HybridTokenizer.from_pretrained(image_tokenizer)
         processor = VLMProcessor(text_tokenizer, tokenizer.config.scales, tokenizer.config.image_size)
-        if config.residual_head.condition_channels != backbone.config.hidden_size:
-            config.residual_head.condition_channels = backbone.config.hidden_size
+        # The residual head sits between these two: its sizes follow them.
+        config.residual_head.condition_channels = backbone.config.hidden_size
+        config.residual_head.latent_channels = tokenizer.config.latent_channels
         return cls(config, backbone, processor, tokenizer)
 
     def train(self, mode: bool = True) -> UnifiedVLM:
