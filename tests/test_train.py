@@ -221,3 +221,18 @@ def test_every_forward_takes_its_own_slice_of_one_global_batch(shapes_data):
     halves = data.batch(5, 0, 2) + data.batch(5, 1, 2)  # two processes (or two micro-steps) of 2
     assert halves == whole
     assert data.batch(6, 0, 4) != whole and data.batch(5, 0, 4) == whole  # by step; repeatable
+
+
+def test_the_token_cache_encodes_each_image_once_and_matches_encoding_it_alone(tiny_parts):
+    from training.token_cache import TokenCache
+    from vlm.tokenizer import HybridTokenizer
+
+    tokenizer = HybridTokenizer.from_pretrained(tiny_parts[1])
+    cache = TokenCache(tokenizer)
+    pixels = torch.rand(3, 3, 32, 32) * 2 - 1
+    first = cache.tokens(pixels)
+    again = cache.tokens(pixels[[2, 0]])
+    assert (cache.misses, cache.hits) == (3, 2)
+    alone = tokenizer.encode_pixels(pixels[2:3])
+    assert all(torch.equal(a, b) for a, b in zip(again[0].codes, alone.codes))
+    assert torch.equal(again.residual[0], alone.residual[0].cpu()) and torch.equal(again.residual[1], first.residual[0])

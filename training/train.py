@@ -36,6 +36,7 @@ from training.data import DataError, load_jsonl
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
+from training.token_cache import TokenCache
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
@@ -339,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         output.mkdir(parents=True, exist_ok=True)
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     log_path = output / "log.csv"
+    token_cache = TokenCache(unwrapped.image_tokenizer)
     if accelerator.is_main_process:
         resume_log(log_path, step)
     scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
@@ -360,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
             batch = unwrapped.processor(conversations)
             last = micro_step == config.gradient_accumulation - 1
             with nullcontext() if last else accelerator.no_sync(prepared):
-                output_ = prepared(batch, generator=generator, all_logits=False)
+                tokens = token_cache.tokens(batch.pixels) if len(batch.pixels) else None
+                output_ = prepared(batch, tokens, generator=generator, all_logits=False)
                 accelerator.backward(output_.losses["total"] / config.gradient_accumulation)
             for name, value in (output_.losses | output_.metrics).items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
