@@ -123,8 +123,8 @@ def killed_then_resumed(command: list[str], out: Path, kill_after_s: float) -> b
 
 def crash_trials(setup: TinySetup, work: Path, trials: int, seed: int = 0) -> list[dict]:
     """For each trainer: an uninterrupted reference, then `trials` runs killed at seeded random
-    moments of its wall time and resumed; each must end with the reference's exact weights
-    and log."""
+    moments of its wall time, and two killed inside a checkpoint write, each resumed; each
+    must end with the reference's exact weights and log."""
     rng = random.Random(seed)
     results = []
     for name, command_for, final in (("unified", lambda out: unified_command(setup, out, 8), "model"),
@@ -135,14 +135,69 @@ def crash_trials(setup: TinySetup, work: Path, trials: int, seed: int = 0) -> li
         duration = time.perf_counter() - started
         expected = weights_digest(reference / final)
         expected_log = _log_without_times(reference / "log.csv")
-        for trial in range(trials):
+        planted = [("state", 2), ("swap", 2)]  # inside the second checkpoint write, then between its renames
+        for trial in range(trials + len(planted)):
             out = work / f"{name}-trial{trial}"
-            moment = rng.uniform(0.3, 1.0) * duration
-            killed = killed_then_resumed(command_for(out), out, moment)
+            if trial < trials:
+                moment = rng.uniform(0.3, 1.0) * duration
+                killed = killed_then_resumed(command_for(out), out, moment)
+                where = f"after {moment:.2f} s"
+            else:
+                place, nth = planted[trial - trials]
+                killed = killed_inside_checkpoint(command_for(out), place, nth)
+                where = f"inside checkpoint write {nth} ({place})"
             exact = weights_digest(out / final) == expected and _log_without_times(out / "log.csv") == expected_log
-            results.append({"trainer": name, "kill_after_s": round(moment, 2), "killed": killed, "exact": exact})
+            results.append({"trainer": name, "kill": where, "killed": killed, "exact": exact})
             shutil.rmtree(out, ignore_errors=True)
     return results
+
+
+# Runs a trainer in this process with one fault planted: SIGKILL at the n-th call of a checkpoint
+# step, i.e. inside a checkpoint write (after the tensors, before the JSON) or between the two
+# renames that swap a finished checkpoint in.
+KILL_INSIDE = """
+import os, runpy, signal, sys
+import training.state_io as state_io, vlm.files as files
+where, nth, module = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+calls = {"n": 0}
+def killer(original, before):
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth and before:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if calls["n"] == nth and not before:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapped
+if where == "state":  # the tensors are written, the JSON that makes them a state is not
+    state_io.save_file = killer(state_io.save_file, before=False)
+else:  # swap_in: the old checkpoint moved aside, the new one not yet in its place
+    original_replace = files.Path.replace
+    def replace(self, target):
+        if str(self).endswith(".old") or not str(target).endswith(".old"):
+            return original_replace(self, target)
+        result = original_replace(self, target)
+        calls["n"] += 1
+        if calls["n"] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    files.Path.replace = replace
+sys.argv = [module] + sys.argv[4:]
+runpy.run_module(module, run_name="__main__")
+"""
+
+
+def killed_inside_checkpoint(command: list[str], where: str, nth: int) -> bool:
+    """Run `command` (a `python -m module ...` list) with a SIGKILL planted in its `nth`
+    checkpoint write (`where`: "state" or "swap"), then run it again normally. Returns whether
+    the planted kill happened."""
+    module, rest = command[2], command[3:]
+    child = subprocess.run([sys.executable, "-c", KILL_INSIDE, where, str(nth), module, *rest], cwd=REPOSITORY,
+                           env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    killed = child.returncode == -signal.SIGKILL
+    _run(command)
+    return killed
 
 
 def _log_without_times(path: Path) -> list[list[str]]:

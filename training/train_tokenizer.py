@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     average = AveragedModel(unwrapped, avg_fn=ema_with_warmup(args.ema_decay), use_buffers=True)
     checkpoint_dir = args.output_dir / "checkpoint"
     recover(checkpoint_dir)
+    recover(args.output_dir / "tokenizer")
     if has_state(checkpoint_dir):
         load_checkpoint(checkpoint_dir, unwrapped, average, optimizer, scheduler, state)
         logger.info("resumed from %s at step %d", checkpoint_dir, state.step)
