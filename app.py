@@ -23,7 +23,7 @@ import gradio as gr
 from PIL import Image
 
 from chat.conversation import Message
-from chat.quiet import quiet
+from chat.quiet import add_verbose_flag, check_model_folder, quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ScalePreview, TextDelta
 from vlm.image_io import ImageLoadError
@@ -316,11 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
                         help="requests that may wait for the model at once; past it a sender is told the app is "
                              "busy and to try again, instead of waiting without end")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show library warnings and model-loading progress (hidden by default)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    if args.model is not None and not args.model.is_dir():
-        parser.error(f"--model {args.model}: no such folder")
+    check_model_folder(parser, args.model)
     return args
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chat import inline_image
 from chat.conversation import Conversation, ConversationFileError
-from chat.quiet import quiet
+from chat.quiet import add_verbose_flag, check_model_folder, quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ImageStarted, TextDelta
 from vlm.image_io import ImageLoadError
@@ -52,11 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preview", choices=["auto", "none", *inline_image.PROTOCOLS], default="auto",
                         help="show drawn images inline: auto = what this terminal is known to support (kitty, "
                              "iTerm2/WezTerm, sixel terminals) when printing to a terminal, else none")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show library warnings and model-loading progress (hidden by default)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    if args.model is not None and not args.model.is_dir():
-        parser.error(f"--model {args.model}: no such folder")
+    check_model_folder(parser, args.model)
     return args
 
 

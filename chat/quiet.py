@@ -3,8 +3,10 @@ noise to someone chatting, so the CLIs hide them unless asked (`--verbose`)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import warnings
+from pathlib import Path
 
 
 def quiet(verbose: bool = False) -> None:
@@ -18,3 +20,14 @@ def quiet(verbose: bool = False) -> None:
     transformers.utils.logging.disable_progress_bar()
     for name in ("transformers", "accelerate", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="show library warnings and model-loading progress (hidden by default)")
+
+
+def check_model_folder(parser: argparse.ArgumentParser, model: Path | None) -> None:
+    """A wrong --model fails at once, before seconds of loading."""
+    if model is not None and not model.is_dir():
+        parser.error(f"--model {model}: no such folder")
