@@ -157,6 +157,7 @@ class TrainingState:
 
     step: int = 0
     code_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    restarted_codes: int = 0  # at the last dead-code restart (logged until the next one)
 
 
 def save_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedModel, optimizer, scheduler,
@@ -170,6 +171,7 @@ def save_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedM
     average.module.save_pretrained(staging / "average")
     save_state(staging, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "step": state.step, "code_counts": state.code_counts, "n_averaged": average.n_averaged,
+                         "restarted_codes": state.restarted_codes,
                          "rng": rng_state()})
     swap_in(staging, checkpoint)
 
@@ -189,6 +191,7 @@ def load_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedM
     scheduler.load_state_dict(saved["scheduler"])
     state.step = int(saved["step"])
     state.code_counts = saved["code_counts"]
+    state.restarted_codes = int(saved.get("restarted_codes", 0))
     restore_rng(saved["rng"])
 
 
@@ -347,7 +350,6 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     started = time.time()
     progress = tqdm(total=args.steps, initial=state.step, desc="tokenizer", disable=not accelerator.is_main_process)
-    restarted = 0
     # Moving codes would change what images encode to, which --freeze-encoder promises not to do.
     restart_every = 0 if args.freeze_encoder else args.dead_code_restart_every
     while state.step < args.steps:
@@ -376,15 +378,15 @@ def main(argv: list[str] | None = None) -> None:
         progress.update(1)
 
         if restart_every and state.step % restart_every == 0:
-            restarted = restart_dead_codes(accelerator, unwrapped, state, output.quantized.latents_per_scale,
-                                           step_generator)
+            state.restarted_codes = restart_dead_codes(accelerator, unwrapped, state,
+                                                       output.quantized.latents_per_scale, step_generator)
         row = None
         if state.step % args.log_every == 0 or state.step == args.steps:
             usage, perplexity = code_statistics(state.code_counts)
             row = {"step": state.step, "loss": loss.item(), "mse": mse.item(),
                    "vq_loss": output.quantized.vq_loss.item(), "path": "hybrid" if use_residual else "discrete",
                    "learning_rate": scheduler.get_last_lr()[0], "codebook_usage": usage, "perplexity": perplexity,
-                   "restarted_codes": restarted, "psnr_discrete": "", "psnr_hybrid": "",
+                   "restarted_codes": state.restarted_codes, "psnr_discrete": "", "psnr_hybrid": "",
                    "seconds": round(time.time() - started, 1)}
             progress.set_postfix(mse=f"{mse.item():.4f}", usage=f"{usage:.2f}")
         if args.dead_code_restart_every and state.step % args.dead_code_restart_every == 0:
