@@ -1,6 +1,6 @@
-"""The Gradio app in a real headless Chromium: time to first text and first image, and a screenshot.
+"""The Gradio app in a real headless Chromium: time to first text, preview, image and end of reply; screenshots.
 
-    python -m benchmarks.app_browser [--model PATH] [--screenshot docs/app_screenshot.png] [--json PATH]
+    python -m benchmarks.app_browser [--model PATH] [--screenshots DIR] [--json PATH]
 
 Starts the app on a free local port with the model (the default model when none is given),
 opens it in Debian's Chromium driven by Playwright (through the browser's executable path:
@@ -31,6 +31,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 BOT_MESSAGES = ".message-row.bot-row"  # one row per assistant turn: its text and its images
 USER_MESSAGES = ".message-row.user-row"
 DEFAULT_PROMPTS = ("Hi! Can you draw a red circle for me?", "How do I draw a snowman? Show me step by step.")
+PREVIEW_SCALE = 4  # the scale preview the mid-drawing screenshot waits for
 TIMINGS = ("first_text_s", "first_preview_s", "first_image_s", "done_s")
 
 
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                 set_seed(page, args.seed)
                 start_reply(page, prompt)
                 if run == args.runs and prompt == args.prompt[-1]:
-                    page.wait_for_function("() => window.__hvlmReply.first_preview_s !== undefined"
+                    # the fourth of six scales: coarse but already recognisable, unlike the 1x1 first
+                    page.wait_for_function(f"() => window.__hvlmReply.previews.length >= {PREVIEW_SCALE}"
                                            " || window.__hvlmReply.done_s !== undefined", timeout=300_000)
                     page.screenshot(path=str(args.screenshots / "app_preview.png"), full_page=True)
                 timings = wait_reply(page)
