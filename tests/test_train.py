@@ -17,6 +17,7 @@ from training import data as data_cli
 from training.build_data import main as build_main
 from training.builders.steps import PROCEDURES, step_images
 from training.data import DataError, load_jsonl, read_jsonl
+from training.train import TrainConfig, build_model
 from training.train import main as train_main
 from vlm.unified_model import UnifiedVLM
 
@@ -236,3 +237,14 @@ def test_the_token_cache_encodes_each_image_once_and_matches_encoding_it_alone(t
     alone = tokenizer.encode_pixels(pixels[2:3])
     assert all(torch.equal(a, b) for a, b in zip(again[0].codes, alone.codes))
     assert torch.equal(again.residual[0], alone.residual[0].cpu()) and torch.equal(again.residual[1], first.residual[0])
+
+
+def test_lora_alpha_follows_the_rank_unless_given(tiny_parts, tmp_path):
+    backbone_dir, tokenizer_dir = tiny_parts
+    common = {"data": "unused.jsonl", "output_dir": str(tmp_path), "backbone": str(backbone_dir),
+              "image_tokenizer": str(tokenizer_dir)}
+    doubled = build_model(TrainConfig(**common, lora_rank=4), tmp_path / "no-checkpoint")
+    assert doubled.config.lora_alpha == 8
+    assert doubled.backbone.peft_config["default"].lora_alpha == 8
+    given = build_model(TrainConfig(**common, lora_rank=4, lora_alpha=3), tmp_path / "no-checkpoint")
+    assert given.backbone.peft_config["default"].lora_alpha == 3

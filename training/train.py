@@ -54,6 +54,7 @@ class TrainConfig:
     image_tokenizer: str | None = None  # for init "new": a tokenizer folder (default: the shipped one)
     finetune: str = "lora"  # for init "new": "lora" or "full"
     lora_rank: int = 16
+    lora_alpha: int | None = None  # None: 2 x lora_rank (the shipped rank-16 model used 32)
     condition_dropout: float = 0.1
     image_input_norm: bool = False  # for init "new": image inputs at the text embeddings' scale
     image_loss_per: str = "token"  # "token" or "scale": how the image loss averages over codes
@@ -94,6 +95,8 @@ HELP = {
     "image_tokenizer": "with --init new: an image tokenizer folder (save_pretrained; default: the shipped one)",
     "finetune": "with --init new: 'lora' (adapters + new layers) or 'full' (every backbone weight too)",
     "lora_rank": "with --init new: LoRA rank",
+    "lora_alpha": "with --init new: LoRA alpha; adapters are scaled by alpha / rank, so a fixed alpha makes a "
+                  "higher rank learn slower; unset: 2 x --lora-rank",
     "condition_dropout": "share of drawn images trained without their prompt (classifier-free guidance)",
     "image_loss_per": "'token' (every code weighs the same; the 64 finest codes dominate) or 'scale' (every "
                       "scale weighs the same)",
@@ -225,6 +228,7 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
         return UnifiedVLM.from_pretrained(checkpoint / "model", for_training=True)
     if config.init == "new":
         model_config = UnifiedVLMConfig(finetune=config.finetune, lora_rank=config.lora_rank,
+                                        lora_alpha=config.lora_alpha or 2 * config.lora_rank,
                                         condition_dropout=config.condition_dropout,
                                         image_input_norm=config.image_input_norm)
         model_config.image_loss_per = config.image_loss_per
