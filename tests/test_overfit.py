@@ -106,7 +106,7 @@ def test_precision_auto_and_learning_rate_groups(tiny_parts):
     assert {id(p) for group in groups for p in group["params"]} == trainable
 
 
-@pytest.mark.parametrize("per", ["token", "scale"])
+@pytest.mark.parametrize("per", ["token", "scale", "side"])
 def test_per_scale_image_losses_and_their_weighting(tiny_parts, per):
     model = perturbed(tiny_model(tiny_parts, image_loss_per=per))
     torch.nn.Module.train(model, False)
@@ -114,7 +114,9 @@ def test_per_scale_image_losses_and_their_weighting(tiny_parts, per):
     scales = model.image_tokenizer.config.scales
     per_scale = torch.stack([output.metrics[f"image_scale_{index + 1}"] for index in range(len(scales))])
     sizes = torch.tensor([size * size for size in scales], dtype=torch.float32)
-    expected = per_scale.mean() if per == "scale" else (per_scale * sizes).sum() / sizes.sum()
+    sides = torch.tensor(scales, dtype=torch.float32)
+    expected = {"scale": per_scale.mean(), "token": (per_scale * sizes).sum() / sizes.sum(),
+                "side": (per_scale * sides).sum() / sides.sum()}[per]
     torch.testing.assert_close(output.losses["image"].detach(), expected)
     with pytest.raises(ValueError, match="image_loss_per"):
         tiny_model(tiny_parts, image_loss_per="pixel")

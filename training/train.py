@@ -98,8 +98,8 @@ HELP = {
     "lora_alpha": "with --init new: LoRA alpha; adapters are scaled by alpha / rank, so a fixed alpha makes a "
                   "higher rank learn slower; unset: 2 x --lora-rank",
     "condition_dropout": "share of drawn images trained without their prompt (classifier-free guidance)",
-    "image_loss_per": "'token' (every code weighs the same; the 64 finest codes dominate) or 'scale' (every "
-                      "scale weighs the same)",
+    "image_loss_per": "how each scale's mean code loss is weighed: 'token' (by its number of codes; the 64 "
+                      "finest codes dominate), 'scale' (equally) or 'side' (by its side length, in between)",
     "image_input_norm": "with --init new: RMS-normalise image inputs to the text embeddings' scale "
                         "(without it they are ~4x larger; it did not change the memorise-16 loss)",
     "steps": "optimizer steps in total",

@@ -43,6 +43,19 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# How the image loss weighs each scale's mean code loss: "token" by its number of codes (the
+# finest scale, 64 of 130 codes, dominates and the single first code is 1/130), "scale" equally
+# (the coarse codes that place the object weigh more), "side" by its side length (in between).
+IMAGE_LOSS_WEIGHTINGS = ("token", "scale", "side")
+
+
+def image_scale_weights(scales: tuple[int, ...], per: str) -> torch.Tensor:
+    """Weights (summing to 1) of each scale's mean code loss in the image loss."""
+    sizes = torch.tensor(scales, dtype=torch.float32)
+    weights = {"token": sizes.square(), "scale": torch.ones_like(sizes), "side": sizes}[per]
+    return weights / weights.sum()
+
+
 # What a saved config that lacks a field meant when it was written (before the field existed).
 LEGACY_CONFIG_VALUES = {"image_input_norm": False}
 
@@ -59,7 +72,7 @@ class UnifiedVLMConfig:
     num_position_frequencies: int = 8
     condition_dropout: float = 0.1
     image_loss_weight: float = 1.0
-    image_loss_per: str = "token"  # "token" (each code the same) or "scale" (each scale the same)
+    image_loss_per: str = "token"  # "token" (each code the same), "scale" (each scale the same) or "side"
     residual_loss_weight: float = 1.0
     attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
     # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder). Off by default:
@@ -71,8 +84,9 @@ class UnifiedVLMConfig:
         if isinstance(self.residual_head, dict):
             self.residual_head = ResidualHeadConfig(**self.residual_head)
         self.lora_target_modules = tuple(self.lora_target_modules)
-        if self.image_loss_per not in ("token", "scale"):
-            raise ValueError(f"image_loss_per must be 'token' or 'scale', got {self.image_loss_per!r}")
+        if self.image_loss_per not in IMAGE_LOSS_WEIGHTINGS:
+            raise ValueError(f"image_loss_per must be one of {', '.join(IMAGE_LOSS_WEIGHTINGS)}, "
+                             f"got {self.image_loss_per!r}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
 
@@ -388,9 +402,7 @@ class UnifiedVLM(nn.Module):
             scale_of = torch.arange(len(scales), device=per_token.device).repeat_interleave(sizes).repeat(len(drawn))
             per_scale = torch.zeros(len(scales), device=per_token.device).index_add(0, scale_of, per_token) \
                 / (sizes * len(drawn))
-            # "token": every code counts the same (the finest scale, 64 of 130 codes, dominates);
-            # "scale": every scale counts the same (the coarse codes that place the object weigh more).
-            losses["image"] = per_scale.mean() if self.config.image_loss_per == "scale" else per_token.mean()
+            losses["image"] = (image_scale_weights(scales, self.config.image_loss_per).to(per_scale) * per_scale).sum()
             metrics.update({f"image_scale_{index + 1}": value.detach() for index, value in enumerate(per_scale)})
             condition = self.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
             losses["residual"] = self.residual_head.loss(torch.cat(residuals), condition, generator)
