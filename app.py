@@ -23,6 +23,7 @@ import gradio as gr
 from PIL import Image
 
 from chat.conversation import Message
+from chat.memory import release_freed_memory
 from chat.quiet import add_verbose_flag, check_model_folder, quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ScalePreview, TextDelta
@@ -44,6 +45,7 @@ DISPLAY_PX = 256
 CSS = f""".message-row img {{ width: {DISPLAY_PX}px !important; height: {DISPLAY_PX}px !important;
     max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }}"""
 MAX_QUEUE = 16
+CLOSED_TAB_KEEP_S = 3600  # Gradio's own default
 TEXT_REFRESH_S = 0.08
 BUSY_NOTE = "A reply is still being written: wait for it to finish, or press Stop."
 
@@ -251,6 +253,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
         """The reply is over: Send comes back, and the download holds the conversation as shown."""
         state = session_of(state)
         state.busy = False
+        release_freed_memory()
         return gr.update(interactive=True, value="Send"), gr.update(value=state.save_archive())
 
     def stop(state):
@@ -316,6 +319,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
                         help="requests that may wait for the model at once; past it a sender is told the app is "
                              "busy and to try again, instead of waiting without end")
+    parser.add_argument("--closed-tab-keep-s", type=float, default=CLOSED_TAB_KEEP_S,
+                        help="seconds a closed browser tab's conversation is kept in memory in case the tab comes "
+                             "back (a few MB each); lower it on a busy server")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     check_model_folder(parser, args.model)
@@ -326,13 +332,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(build_app(load_chat_model(args.model)), args.host, args.port, args.max_queue)
+    serve(build_app(load_chat_model(args.model)), args.host, args.port, args.max_queue, args.closed_tab_keep_s)
 
 
-def serve(app: gr.Blocks, host: str, port: int, max_queue: int = MAX_QUEUE, **launch_options) -> None:
-    """Queue (one model, one reply at a time, at most `max_queue` waiting) and start the server."""
+def serve(app: gr.Blocks, host: str, port: int, max_queue: int = MAX_QUEUE,
+          closed_tab_keep_s: float = CLOSED_TAB_KEEP_S, prevent_thread_lock: bool = False, **launch_options) -> None:
+    """Queue (one model, one reply at a time, at most `max_queue` waiting) and start the server;
+    a closed tab's session is kept `closed_tab_keep_s` seconds in case the tab comes back."""
     app.queue(default_concurrency_limit=1, max_size=max_queue).launch(server_name=host, server_port=port, css=CSS,
-                                                                      **launch_options)
+                                                                      prevent_thread_lock=True, **launch_options)
+    # Gradio keeps each closed tab's state (its history and a copy of the page's config, a few
+    # MB) for an hour and has no launch option for it: its state holder's attribute is the knob.
+    app.state_holder.STATE_TTL_WHEN_CLOSED = closed_tab_keep_s
+    if not prevent_thread_lock:
+        app.block_thread()
 
 
 if __name__ == "__main__":

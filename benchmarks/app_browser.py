@@ -50,13 +50,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(model, max_queue: int | None = None) -> Iterator[str]:
+def running_app(model, max_queue: int | None = None, closed_tab_keep_s: float | None = None) -> Iterator[str]:
     """The app on a free local port, as `python app.py` runs it; yields its URL."""
-    from app import MAX_QUEUE, build_app, serve
+    from app import CLOSED_TAB_KEEP_S, MAX_QUEUE, build_app, serve
 
     app = build_app(model)
     port = free_port()
-    serve(app, "127.0.0.1", port, max_queue or MAX_QUEUE, prevent_thread_lock=True, quiet=True)
+    serve(app, "127.0.0.1", port, max_queue or MAX_QUEUE, CLOSED_TAB_KEEP_S if closed_tab_keep_s is None
+          else closed_tab_keep_s, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

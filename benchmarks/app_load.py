@@ -1,12 +1,14 @@
 """Many people at one app: concurrent gradio_client sessions, each a multi-turn conversation
 with drawings and uploads. Every reply must arrive, no history may leak into another
-session, memory must stay flat, and past the queue limit a sender must be told the app is
+session, memory must stay flat from one round of sessions to the next (the first round
+warms the allocator and the model up), and past the queue limit a sender must be told the app is
 busy instead of waiting without end. Used by `python -m benchmarks.robustness` (default
 model) and `tests/test_app.py` (tiny model).
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 import threading
@@ -32,24 +34,27 @@ def resident_mb() -> float:
 class LoadReport:
     clients: int
     turns: int
+    rounds: int = 1
     replies_lost: int = 0
     histories_crossed: int = 0
     latencies: list[float] = field(default_factory=list)
     rss_samples: list[float] = field(default_factory=list)
+    rss_after_round: list[float] = field(default_factory=list)  # resident memory once each round has ended
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         latencies = sorted(self.latencies) or [float("nan")]
-        quarter = max(1, len(self.rss_samples) // 4)
         return {
-            "clients": self.clients, "turns": self.turns, "replies": len(self.latencies),
+            "clients": self.clients, "turns": self.turns, "rounds": self.rounds, "replies": len(self.latencies),
             "replies_lost": self.replies_lost, "histories_crossed": self.histories_crossed,
             "latency_p50_s": round(statistics.median(latencies), 2),
             "latency_p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
             "peak_rss_mb": round(max(self.rss_samples, default=0.0), 1),
-            # Flat memory: the last quarter of the run against the first.
-            "rss_growth_mb": round(statistics.mean(self.rss_samples[-quarter:])
-                                   - statistics.mean(self.rss_samples[:quarter]), 1) if self.rss_samples else 0.0,
+            "rss_after_round_mb": [round(value, 1) for value in self.rss_after_round],
+            # Flat memory: what the last round of sessions left resident beyond what the first left
+            # (a leak grows with every round; warm-up happens once). None with a single round.
+            "rss_growth_mb": round(self.rss_after_round[-1] - self.rss_after_round[0], 1)
+            if len(self.rss_after_round) > 1 else None,
             "errors": self.errors[:10],
         }
 
@@ -71,12 +76,13 @@ def _user_texts(chat: list[dict]) -> list[str]:
     return texts
 
 
-def run_load(url: str, clients: int, turns: int, timeout_s: float = 600.0) -> LoadReport:
-    """`clients` sessions at once, `turns` messages each: a question, a drawing request, an
-    upload with a question, in turn. Samples memory every 0.2 s while they run."""
+def run_load(url: str, clients: int, turns: int, rounds: int = 1, timeout_s: float = 600.0) -> LoadReport:
+    """`rounds` times in a row, `clients` new sessions at once, `turns` messages each: a
+    question, a drawing request, an upload with a question, in turn. Samples memory every
+    0.2 s while they run, and once more after each round."""
     from gradio_client import Client, handle_file
 
-    report = LoadReport(clients, turns)
+    report = LoadReport(clients, turns, rounds)
     lock = threading.Lock()
     folder = Path(tempfile.mkdtemp(prefix="app-load-"))
     upload = folder / "blue.png"
@@ -113,14 +119,18 @@ def run_load(url: str, clients: int, turns: int, timeout_s: float = 600.0) -> Lo
                 report.latencies.append(elapsed)
                 report.replies_lost += 0 if arrived else 1
                 report.histories_crossed += int(crossed)
+        client.close()  # the tab closes: the app may let go of the session
 
     sampler = threading.Thread(target=sample_memory, daemon=True)
     sampler.start()
-    threads = [threading.Thread(target=talk, args=(index,)) for index in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=timeout_s)
+    for _ in range(rounds):
+        threads = [threading.Thread(target=talk, args=(index,)) for index in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=timeout_s)
+        gc.collect()
+        report.rss_after_round.append(resident_mb())
     running.clear()
     sampler.join()
     return report

@@ -1,12 +1,15 @@
 """How much the project withstands, measured: bad inputs, many clients, crashes, two processes.
 
-    python -m benchmarks.robustness [--model PATH] [--clients 4] [--turns 3] [--crash-trials 6] [--json PATH]
+    python -m benchmarks.robustness [--model PATH] [--clients 4] [--turns 3] [--rounds 3] [--crash-trials 6]
+                                    [--json PATH]
 
 1. Bad inputs: every case of `benchmarks.bad_inputs` (images, JSONL, saved conversations,
    checkpoints, chat messages, generation settings) on the given model; each must end in
    a clear error (or, for merely unusual images, a correct load) with nothing on disk changed.
 2. Load: the app on that model, `--clients` gradio_client sessions at once, each `--turns`
-   messages (a question, a drawing, an upload); then a burst past the queue limit.
+   messages (a question, a drawing, an upload), `--rounds` times with new sessions; the
+   resident memory after each round must not grow past the first round's (which includes
+   warm-up); then a burst past the queue limit.
 3. Crashes: a tiny unified-model run and a tiny tokenizer run, each killed with SIGKILL at
    `--crash-trials` seeded random moments (checkpoint writes included) and run again: the
    end must equal an uninterrupted run's bit for bit (weights and log).
@@ -35,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent app sessions in the load test")
     parser.add_argument("--turns", type=int, default=3, help="messages each session sends")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="load rounds, each with new sessions; memory must not grow from the first round's end "
+                             "to the last's")
+    parser.add_argument("--closed-tab-keep-s", type=float, default=5.0,
+                        help="the app's --closed-tab-keep-s during the load test: a closed session's state is let go "
+                             "after this long, so memory growth between rounds measures leaks (the app's default keeps "
+                             "each closed tab, a few MB, for an hour)")
     parser.add_argument("--max-queue", type=int, default=4, help="the app's queue limit during the load test")
     parser.add_argument("--crash-trials", type=int, default=6, help="kill points per trainer")
     parser.add_argument("--save-trials", type=int, default=10, help="kills during conversation saves")
@@ -59,15 +69,15 @@ def bad_input_results(model) -> dict:
             "bad_input_failures": failures}
 
 
-def load_results(model, clients: int, turns: int, max_queue: int) -> dict:
+def load_results(model, clients: int, turns: int, rounds: int, max_queue: int, closed_tab_keep_s: float) -> dict:
     from benchmarks.app_browser import running_app
     from benchmarks.app_load import burst, run_load
 
-    with running_app(model, max_queue=max_queue) as url:
-        report = run_load(url, clients, turns).summary()
+    with running_app(model, max_queue=max_queue, closed_tab_keep_s=closed_tab_keep_s) as url:
+        report = run_load(url, clients, turns, rounds).summary()
         answered, busy, others = burst(url, max_queue + 4)
-    return {**report, "queue_limit": max_queue, "burst": max_queue + 4, "burst_answered": answered,
-            "burst_told_busy": busy, "burst_other_errors": others}
+    return {**report, "closed_tab_keep_s": closed_tab_keep_s, "queue_limit": max_queue, "burst": max_queue + 4,
+            "burst_answered": answered, "burst_told_busy": busy, "burst_other_errors": others}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             results |= bad_input_results(model)
             logger.info("bad inputs: %d of %d clear", results["bad_inputs_clear_error"], results["bad_inputs_tried"])
         if "load" not in args.skip:
-            results |= load_results(model, args.clients, args.turns, args.max_queue)
+            results |= load_results(model, args.clients, args.turns, args.rounds, args.max_queue,
+                                    args.closed_tab_keep_s)
             logger.info("load: %s", {key: results[key] for key in ("replies_lost", "histories_crossed",
                                                                    "latency_p50_s", "latency_p95_s")})
     if not {"crashes", "ddp"} <= set(args.skip):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import threading
 
 import pytest
@@ -9,6 +10,7 @@ from gradio_client import Client, handle_file
 
 from app import parse_args
 from benchmarks.app_browser import running_app as running_app_at
+from chat.memory import release_freed_memory
 from tests.tiny_vlm import force_one_image, perturbed, short_replies, tiny_model
 
 SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
@@ -101,6 +103,15 @@ def test_help_names_model_host_and_port(capsys):
         parse_args(["--help"])
     out = capsys.readouterr().out
     assert "--model" in out and "--host" in out and "--port" in out
+    assert parse_args([]).closed_tab_keep_s == 3600
+    assert parse_args(["--closed-tab-keep-s", "60"]).closed_tab_keep_s == 60
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_memory_is_handed_back_after_a_reply_on_glibc():
+    chunks = [bytearray(4096) for _ in range(20000)]  # ~80 MB of small heap blocks
+    del chunks
+    assert release_freed_memory()
 
 
 def test_many_clients_get_every_reply_and_a_full_queue_says_busy(tiny_parts):
@@ -108,8 +119,10 @@ def test_many_clients_get_every_reply_and_a_full_queue_says_busy(tiny_parts):
 
     model = short_replies(perturbed(tiny_model(tiny_parts)))
     with running_app_at(model, max_queue=1) as url:
-        report = run_load(url, clients=2, turns=3).summary()  # a question, a drawing, an upload each
-        assert report["replies"] == 6 and report["replies_lost"] == 0 and report["histories_crossed"] == 0
-        assert report["peak_rss_mb"] > 0
+        report = run_load(url, clients=2, turns=3, rounds=2).summary()  # a question, a drawing, an upload each
+        assert report["replies"] == 12 and report["replies_lost"] == 0 and report["histories_crossed"] == 0, report
+        assert report["peak_rss_mb"] > 0 and len(report["rss_after_round_mb"]) == 2
+        first, last = report["rss_after_round_mb"]
+        assert report["rss_growth_mb"] == pytest.approx(last - first, abs=0.11)  # each rounded to 0.1
         answered, busy, others = burst(url, 5)
         assert others == [] and answered >= 1 and busy >= 1  # past the limit: told, not left waiting
