@@ -60,7 +60,7 @@ def window_mean(rows: list[dict[str, float]], key: str) -> float:
 def image_losses(model: UnifiedVLM, conversations: list[list[dict]], batch_size: int = 8) -> dict[str, float]:
     """Teacher-forced image loss, overall and per scale ("image", "image_scale_k"), averaged over
     batches, with no condition dropout: the held-out loss of a drawing data set."""
-    torch.nn.Module.train(model, False)
+    model.eval()
     sums: dict[str, float] = {}
     batches = 0
     for start in range(0, len(conversations), batch_size):

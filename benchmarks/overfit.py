@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from benchmarks.fresh_training import RECIPE, FreshRun, read_log, run_in_work_dir, window_mean
 from generation import GenerationConfig, generate
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
     train_seconds = fresh.train(writer.path, work / "run")
     log = read_log(work / "run" / "log.csv")
     model = UnifiedVLM.from_pretrained(work / "run" / "model", for_training=True)
-    nn.Module.train(model, False)  # inference without folding adapters: exactly the trained weights
+    model.eval()  # adapters left unfolded: exactly the trained weights
     conversations = [messages for _, messages in cases]
     accuracy = teacher_forced_accuracy(model, conversations)
     config = GenerationConfig(max_images=1, max_new_tokens=24, temperature=0.0, cfg_scale=args.cfg,

@@ -61,7 +61,8 @@ def load_model(path: Path | None) -> tuple[UnifiedVLM, str]:
     try:
         return UnifiedVLM.from_pretrained(), "shipped default model"
     except CheckpointError:
-        return UnifiedVLM.from_backbone().eval(), "default architecture, untrained image layers (none shipped yet)"
+        model = UnifiedVLM.from_backbone().eval().fold_adapters()
+        return model, "default architecture, untrained image layers (none shipped yet)"
 
 
 def median_of(function, repeats: int) -> float:

@@ -45,7 +45,7 @@ def load_chat_model(path: str | Path | None = None) -> UnifiedVLM:
     except CheckpointError:
         logger.warning("no trained default model is shipped in this install: using the default backbone with "
                        "untrained image layers (text works, drawn images are noise)")
-        return UnifiedVLM.from_backbone().eval()
+        return UnifiedVLM.from_backbone().eval().fold_adapters()
 
 
 def load_upload(source: ImageInput) -> Image.Image:

@@ -20,7 +20,7 @@ PROMPTS = [
 
 
 def test_greedy_text_matches_the_stock_backbone(default_backbone_dir):
-    model = UnifiedVLM.from_backbone(UnifiedVLMConfig(backbone=str(default_backbone_dir))).eval()
+    model = UnifiedVLM.from_backbone(UnifiedVLMConfig(backbone=str(default_backbone_dir))).eval().fold_adapters()
     stock = AutoModelForCausalLM.from_pretrained(default_backbone_dir, torch_dtype=torch.float32).eval()
     tokenizer = model.processor.tokenizer
     for prompt in PROMPTS:

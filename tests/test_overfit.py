@@ -52,7 +52,7 @@ def test_the_judge_accepts_true_renders_and_refuses_others():
 
 def test_teacher_forced_accuracy_matches_the_argmax_of_the_forward(tiny_parts):
     model = perturbed(tiny_model(tiny_parts))
-    torch.nn.Module.train(model, False)
+    model.eval()
     accuracy = teacher_forced_accuracy(model, [drawing_chat(), drawing_chat()])
     assert len(accuracy) == len(model.image_tokenizer.config.scales)
     batch = model.processor([drawing_chat()])
@@ -66,7 +66,7 @@ def test_teacher_forced_accuracy_matches_the_argmax_of_the_forward(tiny_parts):
 
 def test_training_losses_need_no_full_logits(tiny_parts):
     model = perturbed(tiny_model(tiny_parts))
-    torch.nn.Module.train(model, False)
+    model.eval()
     batch = model.processor([drawing_chat(), [{"role": "user", "content": "Hi"},
                                               {"role": "assistant", "content": "Hello there."}]])
     full = model(batch, generator=torch.Generator().manual_seed(0)).losses
@@ -109,7 +109,7 @@ def test_precision_auto_and_learning_rate_groups(tiny_parts):
 @pytest.mark.parametrize("per", ["token", "scale", "side"])
 def test_per_scale_image_losses_and_their_weighting(tiny_parts, per):
     model = perturbed(tiny_model(tiny_parts, image_loss_per=per))
-    torch.nn.Module.train(model, False)
+    model.eval()
     output = model(model.processor([drawing_chat(), drawing_chat()]), all_logits=False)
     scales = model.image_tokenizer.config.scales
     per_scale = torch.stack([output.metrics[f"image_scale_{index + 1}"] for index in range(len(scales))])

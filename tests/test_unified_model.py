@@ -40,7 +40,7 @@ def test_save_then_load_gives_identical_outputs(tiny_parts, tmp_path):
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.01)
-    model.eval()
+    model.eval().fold_adapters()  # as from_pretrained returns it
     batch = model.processor(drawing_chat())
     generator = torch.Generator().manual_seed(0)
     before = model(batch, generator=generator)
@@ -126,14 +126,17 @@ def test_a_ragged_batch_decodes_like_each_row_alone(tiny_parts):
             assert cache.next_position[row] == alone_cache.next_position[0]
 
 
-def test_eval_merges_adapters_for_speed_without_changing_outputs(tiny_parts):
-    model = perturbed(tiny_model(tiny_parts)).train()
+def test_folding_adapters_for_speed_does_not_change_outputs_and_unfolding_trains_again(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts)).unfold_adapters()
     batch = model.processor(drawing_chat())
     with torch.no_grad():
         unmerged = model(batch).text_logits
-        merged = model.eval()(batch).text_logits
+        merged = model.fold_adapters()(batch).text_logits
     assert (merged - unmerged).abs().max() < 1e-4
-    model.train()
+    assert not any("lora_" in name for name, _ in model.language_model.named_parameters())  # out of the path
+    with pytest.raises(RuntimeError, match="unfold_adapters"):
+        model.train()  # a folded model's adapters would get no gradient
+    model.unfold_adapters().train()
     model(batch).losses["total"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
 

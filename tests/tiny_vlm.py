@@ -32,7 +32,7 @@ def perturbed(model: UnifiedVLM) -> UnifiedVLM:
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model.eval()
+    return model.eval().fold_adapters()
 
 
 def force_one_image(model: UnifiedVLM, words_first: int = 0) -> UnifiedVLM:

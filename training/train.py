@@ -288,9 +288,9 @@ def write_loss_curve(log_path: Path, out: Path) -> None:
 def write_samples(model: UnifiedVLM, out: Path, seed: int) -> None:
     from generation import GenerationConfig, generate  # generation depends on vlm only; imported late
 
-    # Plain eval mode without UnifiedVLM.eval()'s adapter merge: merging and unmerging would
-    # nudge the frozen weights, and a resumed run would then differ from an uninterrupted one.
-    nn.Module.train(model, False)
+    # Eval mode with the adapters left unfolded: folding and unfolding would nudge the frozen
+    # weights, and a resumed run would then differ from an uninterrupted one.
+    model.eval()
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for index, prompt in enumerate(SAMPLE_PROMPTS):
@@ -300,7 +300,7 @@ def write_samples(model: UnifiedVLM, out: Path, seed: int) -> None:
             image.save(out / f"prompt{index}_image{image_index}.png")
         lines.append(f"## {prompt}\n{reply.text}\n({len(reply.images)} image(s), ended: {reply.reason})\n")
     (out / "replies.md").write_text("\n".join(lines))
-    nn.Module.train(model, True)
+    model.train()
     model.image_tokenizer.eval()
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils.other import TrainableTokensWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
+from vlm.adapters import AdapterFolding
 from vlm.attention import select_attention
 from vlm.backbone import DEFAULT_BACKBONE, load_backbone
 from vlm.decoding_cache import DecodingCache, empty_cache
@@ -135,8 +134,7 @@ class UnifiedVLM(nn.Module):
                               trainable_token_indices={"embed_tokens": new_rows} if new_rows else None)
             backbone = get_peft_model(backbone, lora)
         self.backbone = backbone
-        self._adapters_folded = False  # see train()
-        self._adapter_wrappers: list[tuple[nn.Module, str, nn.Module]] = []
+        self._adapters = AdapterFolding(backbone) if isinstance(backbone, PeftModel) else None
         self.image_embedder = ImageEmbedder(tokenizer_config.latent_channels, hidden,
                                             len(tokenizer_config.scales) + 1, config.num_position_frequencies,
                                             text_rms)
@@ -161,47 +159,30 @@ class UnifiedVLM(nn.Module):
         return cls(config, backbone, processor, tokenizer)
 
     def train(self, mode: bool = True) -> UnifiedVLM:
-        """Also folds the LoRA adapters (and new token rows) into the backbone for inference and
-        takes them out again for training.
-
-        Unmerged, peft rebuilds the whole embedding matrix and runs every adapter on each
-        forward (decoding ~3x slower on a CPU); merged but still wrapped, its wrappers cost
-        ~4% per token. So eval() merges and then swaps each wrapper for its base layer, and
-        train() puts the wrappers back and unmerges. Saving works in either mode.
-        """
+        """The image tokenizer stays frozen in eval mode; training a folded model is refused,
+        since its adapters would get no gradient (the wrappers are out of the forward path)."""
+        if mode and self.adapters_folded:
+            raise RuntimeError("the LoRA adapters are folded into the backbone for inference; call "
+                               "unfold_adapters() before training")
         super().train(mode)
-        self.image_tokenizer.eval()  # frozen, always
-        if isinstance(self.backbone, PeftModel) and self._adapters_folded == mode:
-            if mode:
-                self._attach_adapter_wrappers()
-                self.backbone.unmerge_adapter()
-            else:
-                self.backbone.merge_adapter()
-                self._detach_adapter_wrappers()
-            self._adapters_folded = not mode
+        self.image_tokenizer.eval()
         return self
 
-    def _detach_adapter_wrappers(self) -> None:
-        swaps = []
-        for name, module in self.language_model.named_modules():
-            if any(name.startswith(swapped + ".") for swapped, *_ in swaps):
-                continue  # inside a wrapper already swapped out
-            if isinstance(module, TrainableTokensWrapper):
-                base = module.token_adapter.get_base_layer()
-            elif isinstance(module, BaseTunerLayer):
-                base = module.get_base_layer()
-            else:
-                continue
-            parent_name, _, attribute = name.rpartition(".")
-            swaps.append((name, self.language_model.get_submodule(parent_name), attribute, module, base))
-        for _, parent, attribute, _, base in swaps:
-            setattr(parent, attribute, base)
-        self._adapter_wrappers = [(parent, attribute, wrapper) for _, parent, attribute, wrapper, _ in swaps]
+    @property
+    def adapters_folded(self) -> bool:
+        return self._adapters is not None and self._adapters.folded
 
-    def _attach_adapter_wrappers(self) -> None:
-        for parent, attribute, wrapper in self._adapter_wrappers:
-            setattr(parent, attribute, wrapper)
-        self._adapter_wrappers = []
+    def fold_adapters(self) -> UnifiedVLM:
+        """Merge the LoRA adapters into the backbone for fast inference (no-op without adapters)."""
+        if self._adapters is not None:
+            self._adapters.fold()
+        return self
+
+    def unfold_adapters(self) -> UnifiedVLM:
+        """Undo `fold_adapters`: the adapters are separate and trainable again."""
+        if self._adapters is not None:
+            self._adapters.unfold()
+        return self
 
     @property
     def language_model(self) -> nn.Module:
@@ -465,11 +446,8 @@ class UnifiedVLM(nn.Module):
         layers |= {f"residual_head.{k}": v for k, v in self.residual_head.state_dict().items()}
         if self.config.finetune == "lora":
             # Only the adapters and the trained new token rows: the stock embedding matrix is not copied.
-            detached = bool(self._adapter_wrappers)
-            self._attach_adapter_wrappers()
-            adapters = get_peft_model_state_dict(self.backbone, save_embedding_layers=False)
-            if detached:
-                self._detach_adapter_wrappers()
+            with self._adapters.wrapped():
+                adapters = get_peft_model_state_dict(self.backbone, save_embedding_layers=False)
             return {LAYERS_NAME: layers, ADAPTER_NAME: adapters}
         return {LAYERS_NAME: layers, BACKBONE_WEIGHTS_NAME: self.backbone.state_dict()}
 
@@ -491,8 +469,8 @@ class UnifiedVLM(nn.Module):
                         for_training: bool = False) -> UnifiedVLM:
         """Load a folder written by `save_pretrained`; None loads the shipped default model.
 
-        Returned in eval mode (adapters merged for speed), or with `for_training` in train
-        mode with the adapters never merged, so resumed training continues bit for bit.
+        Returned in eval mode with the adapters folded in for speed, or with `for_training` in
+        train mode with the adapters never merged, so resumed training continues bit for bit.
         """
         if directory is None and not (DEFAULT_MODEL_PATH / CONFIG_NAME).is_file():
             raise CheckpointError(f"no default model is shipped in this install ({DEFAULT_MODEL_PATH}); "
@@ -546,4 +524,4 @@ class UnifiedVLM(nn.Module):
                 model.backbone.load_state_dict(state)
             else:
                 model.load_state_dict(state, strict=False)
-        return model if for_training else model.eval()
+        return model if for_training else model.eval().fold_adapters()
