@@ -38,6 +38,7 @@ from generation.events import (
 from generation.sampling import filter_logits, guide, penalise_repeats
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_io import tensor_to_pil
+from vlm.next_scale import ImageDrawing
 from vlm.processor import ConversationError
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
@@ -114,7 +115,7 @@ class InterleavedGenerator:
 
     def _text_embeddings(self, token_id: int, count: int) -> torch.Tensor:
         ids = torch.full((count, 1), token_id, dtype=torch.long, device=self.model.device)
-        return self.model.language_model.get_input_embeddings()(ids)
+        return self.model.text_embeddings(ids)
 
     def _extend_rows(self, cache: DecodingCache, chunk: torch.Tensor, offsets: torch.Tensor,
                      rows: torch.Tensor) -> torch.Tensor:
@@ -214,7 +215,7 @@ class InterleavedGenerator:
                 if writing:
                     rows_tensor = torch.tensor([index for index, _ in writing], device=model.device)
                     ids = torch.tensor([[token] for _, token in writing], device=model.device)
-                    chunk = model.language_model.get_input_embeddings()(ids)
+                    chunk = model.text_embeddings(ids)
                     offsets = torch.zeros(1, 1, dtype=torch.long)
                     last_hidden[rows_tensor] = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, 0]
         except Cancelled:
@@ -227,7 +228,6 @@ class InterleavedGenerator:
               ) -> Iterator[Event]:
         """Draw one image for each of `rows_tensor`; returns their hidden state at `<|image_end|>`."""
         model, config = self.model, self.config
-        quantizer = model.image_tokenizer.quantizer
         count, num_scales = len(rows_tensor), len(self.scales)
         indices = rows_tensor.tolist()
         for index in indices:
@@ -239,56 +239,44 @@ class InterleavedGenerator:
             unconditional = empty_cache(cache.batch_size, model.device)
             unconditional.next_position = cache.next_position.clone()
             unconditional.next_block = cache.next_block.clone()
-        first_chunk = torch.cat([self._text_embeddings(self.image_start_id, count),
-                                 model.image_block_embeddings(0, None, count)], dim=1)
-        first_offsets = torch.tensor([[0, 1]])
+        drawing = ImageDrawing(model, count)
         scales_start = cache.length + 1  # the first scale block's column, just after <|image_start|>
-        latent = None
-        codes: list[torch.Tensor] = []
         for scale_index, size in enumerate(self.scales):
             self._check_cancel()
+            chunk = drawing.block_inputs()
+            offsets = torch.zeros(1, size * size, dtype=torch.long)
             if scale_index == 0:
-                chunk, offsets = first_chunk, first_offsets
-            else:
-                chunk = model.image_block_embeddings(scale_index, quantizer.next_scale_input(latent, scale_index - 1))
-                offsets = torch.zeros(1, size * size, dtype=torch.long)
+                chunk = torch.cat([self._text_embeddings(self.image_start_id, count), chunk], dim=1)
+                offsets = torch.tensor([[0, 1]])
             hidden = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, -size * size:]
-            logits = model.image_head(hidden)
+            logits = drawing.code_logits(hidden)
             self._hook("image", logits)
             if guided:
                 hidden_unconditional = self._extend_rows(unconditional, chunk, offsets, rows_tensor)[:, -size * size:]
                 ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
-                logits = guide(logits, model.image_head(hidden_unconditional), (config.cfg_scale - 1) * ramp)
+                logits = guide(logits, drawing.code_logits(hidden_unconditional), (config.cfg_scale - 1) * ramp)
                 self._hook("image_guided", logits)
             temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
             scores = filter_logits(
                 logits.flatten(0, 1), temperature,
                 int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
                 for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
-            scale_codes = _gumbel_sample(scores, temperature, self.generator).view(count, size, size)
-            codes.append(scale_codes)
-            contribution = quantizer.scale_contribution(scale_index, scale_codes)
-            latent = contribution if latent is None else latent + contribution
+            drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
             if config.previews:
-                previews = tensor_to_pil(model.image_tokenizer.decode_latent(latent))
+                previews = tensor_to_pil(drawing.discrete_pixels())
                 for position, index in enumerate(indices):
                     yield ScalePreview(index, rows[index].images, scale_index, previews[position])
-        residual = torch.zeros_like(latent)
+        residual = drawing.no_residual()
         if config.residual_steps > 0:
             self._check_cancel()
-            last_codes = codes[-1].flatten(1)
-            condition = model.residual_condition(hidden, last_codes).flatten(0, 1)
-            unconditional_condition = model.residual_condition(hidden_unconditional, last_codes).flatten(0, 1) \
-                if guided else None
-            sampled = model.residual_head.sample(condition, config.residual_steps, self.generator,
-                                                 unconditional_condition, config.cfg_scale - 1 if guided else 0.0)
-            side = self.scales[-1]
-            residual = sampled.view(count, side, side, -1).permute(0, 3, 1, 2).to(latent.dtype)
-        finished = latent + residual
-        images = tensor_to_pil(model.image_tokenizer.decode_latent(finished))
+            residual = drawing.sample_residual(hidden, config.residual_steps, self.generator,
+                                               hidden_unconditional if guided else None,
+                                               config.cfg_scale - 1 if guided else 0.0)
+        _, pixels, final_block = drawing.finish(residual)
+        images = tensor_to_pil(pixels)
+        codes = drawing.codes
         cache.hide(rows_tensor, scales_start, cache.length)  # the final block and later read the final block only
-        chunk = torch.cat([model.image_block_embeddings(num_scales, finished),
-                           self._text_embeddings(self.image_end_id, count)], dim=1)
+        chunk = torch.cat([final_block, self._text_embeddings(self.image_end_id, count)], dim=1)
         offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])
         end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
         for position, index in enumerate(indices):

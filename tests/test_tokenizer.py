@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_tokenizer_config
+from vlm.quantizer import RunningSum
 from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens, TokenizerConfig
 
 
@@ -80,6 +81,24 @@ def test_scale_inputs_match_a_recomputation_from_the_codes(tiny_tokenizer):
     # The last scale is added without phi: the full discrete sum is running + raw embedding.
     last = quantizer.codebook.weight[tokens.codes[-1]].permute(0, 3, 1, 2)
     assert torch.allclose(quantizer.codes_to_latent(tokens.codes), running + last, atol=1e-6)
+
+
+def test_the_running_sum_is_the_one_next_scale_rule_and_refuses_steps_past_the_end(tiny_tokenizer):
+    quantizer = tiny_tokenizer.quantizer
+    tokens = tiny_tokenizer.encode_pixels(random_pixels())
+    running = RunningSum(quantizer)
+    with pytest.raises(ValueError, match="no next scale"):
+        running.next_input()  # the first scale reads the model's start vector, not a sum
+    with torch.no_grad():
+        for codes, teacher_forced in zip(tokens.codes, tiny_tokenizer.scale_inputs(tokens.codes)):
+            running.add(codes)
+            assert torch.equal(running.next_input(), teacher_forced)
+        running.add(tokens.codes[-1])
+        assert torch.equal(running.latent, quantizer.codes_to_latent(tokens.codes))
+    with pytest.raises(ValueError, match="no next scale"):
+        running.next_input()
+    with pytest.raises(ValueError, match="already in the sum"):
+        running.add(tokens.codes[-1])
 
 
 def test_save_then_load_is_bit_exact(tiny_tokenizer, tmp_path):

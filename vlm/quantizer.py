@@ -145,14 +145,14 @@ class MultiScaleQuantizer(nn.Module):
         """Teacher-forcing inputs: entry k is the running sum after scales 0..k at scale k+1's size.
 
         There are K - 1 entries; the first scale's input is the decoder model's own start token.
+        Built with `RunningSum`, the same bookkeeping sampling uses one scale at a time.
         """
         self._check_codes(codes)
-        latent = None
+        running = RunningSum(self)
         inputs = []
-        for scale_index, codes_Bss in enumerate(codes[:-1]):
-            contribution = self.scale_contribution(scale_index, codes_Bss)
-            latent = contribution if latent is None else latent + contribution
-            inputs.append(self.next_scale_input(latent, scale_index))
+        for codes_Bss in codes[:-1]:
+            running.add(codes_Bss)
+            inputs.append(running.next_input())
         return inputs
 
     def _check_codes(self, codes: list[torch.Tensor]) -> None:
@@ -201,3 +201,31 @@ class MultiScaleQuantizer(nn.Module):
         # Straight-through: the value of the discrete sum, the gradient of the encoder's latent.
         latent_discrete = latent_BCHW + (discrete - latent_BCHW).detach()
         return QuantizerOutput(codes, latent_discrete, residual, vq_loss, looked_up)
+
+
+class RunningSum:
+    """The discrete latent built one scale at a time: next-scale prediction's whole state.
+
+    The one definition of the rule for both uses: teacher forcing (`scale_inputs`, all scales
+    at once from known codes) and sampling (`vlm.next_scale.ImageDrawing`, one scale per step
+    from sampled codes). `next_input` is what the decoder model reads to predict the next scale.
+    """
+
+    def __init__(self, quantizer: MultiScaleQuantizer):
+        self.quantizer = quantizer
+        self.latent: torch.Tensor | None = None  # (B, C, h, w) on the last scale's grid
+        self.scales_done = 0
+
+    def add(self, codes_Bss: torch.Tensor) -> None:
+        """Add the next scale's codes."""
+        if self.scales_done >= len(self.quantizer.scales):
+            raise ValueError(f"all {len(self.quantizer.scales)} scales are already in the sum")
+        contribution = self.quantizer.scale_contribution(self.scales_done, codes_Bss)
+        self.latent = contribution if self.latent is None else self.latent + contribution
+        self.scales_done += 1
+
+    def next_input(self) -> torch.Tensor:
+        """The sum so far at the next scale's size (the input of the next scale block)."""
+        if self.latent is None or self.scales_done >= len(self.quantizer.scales):
+            raise ValueError(f"no next scale: {self.scales_done} of {len(self.quantizer.scales)} scales are done")
+        return self.quantizer.next_scale_input(self.latent, self.scales_done - 1)

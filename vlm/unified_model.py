@@ -337,6 +337,10 @@ class UnifiedVLM(nn.Module):
         levels = torch.full((size * size,), level, dtype=torch.long, device=self.device)
         return self.image_embedder.combine(content, self.image_embedder.place(levels, grid))
 
+    def text_embeddings(self, ids_BL: torch.Tensor) -> torch.Tensor:
+        """(B, L, hidden) decoder inputs of text (and special) token ids."""
+        return self.language_model.get_input_embeddings()(ids_BL)
+
     def residual_condition(self, hidden_BNH: torch.Tensor, codes_BN: torch.Tensor) -> torch.Tensor:
         """What the residual head is conditioned on: the last-scale hidden state plus its chosen code."""
         code_vectors = self.image_tokenizer.quantizer.codebook.weight[codes_BN]

@@ -1,0 +1,83 @@
+"""Drawing images with a UnifiedVLM by next-scale prediction, one step at a time.
+
+The model defines what a step reads and writes; a generation loop (generation/loop.py)
+decides only what to sample and when to feed the decoder. Teacher forcing
+(`UnifiedVLM.image_inputs`) builds its scale inputs with the same `RunningSum`, so the
+inputs at inference are those training showed, by construction rather than by a test.
+
+One image's steps: `block_inputs()` (the start vector, then the running discrete sum at each
+next scale's size) -> the decoder -> `code_logits(hidden)` -> sample -> `add(codes)`; after
+the last scale `sample_residual(...)` (the diffusion head's continuous residual) and
+`finish(residual)` (the finished latent, its pixels, and the final block's inputs).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from vlm.quantizer import RunningSum
+
+if TYPE_CHECKING:
+    from vlm.unified_model import UnifiedVLM
+
+
+class ImageDrawing:
+    """`count` images being drawn together, scale by scale."""
+
+    def __init__(self, model: UnifiedVLM, count: int):
+        self.model = model
+        self.count = count
+        self.scales = model.image_tokenizer.config.scales
+        self.running = RunningSum(model.image_tokenizer.quantizer)
+        self.codes: list[torch.Tensor] = []  # (count, s, s) per scale drawn so far
+
+    @property
+    def scale_index(self) -> int:
+        """The scale the next `block_inputs` / `add` is for."""
+        return self.running.scales_done
+
+    def block_inputs(self) -> torch.Tensor:
+        """(count, s * s, hidden): the decoder inputs of the next scale block."""
+        if self.scale_index == 0:
+            return self.model.image_block_embeddings(0, None, self.count)
+        return self.model.image_block_embeddings(self.scale_index, self.running.next_input())
+
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(count, s * s, codebook) logits from the scale block's last hidden states."""
+        return self.model.image_head(hidden)
+
+    def add(self, codes_Bss: torch.Tensor) -> None:
+        """The sampled (count, s, s) codes of the next scale."""
+        self.running.add(codes_Bss)
+        self.codes.append(codes_Bss)
+
+    def discrete_pixels(self) -> torch.Tensor:
+        """(count, 3, H, W) in [-1, 1]: the codes so far decoded (a coarse-to-fine preview)."""
+        return self.model.image_tokenizer.decode_latent(self.running.latent)
+
+    def sample_residual(self, hidden: torch.Tensor, steps: int, generator: torch.Generator | None,
+                        hidden_unconditional: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
+        """(count, C, h, w): the residual head's sample, conditioned on the last scale block's
+        hidden states and codes (and guided by the unconditional branch's, when given)."""
+        if self.scale_index != len(self.scales):
+            raise ValueError(f"the residual comes after the last scale; {self.scale_index} of "
+                             f"{len(self.scales)} are drawn")
+        last_codes = self.codes[-1].flatten(1)
+        condition = self.model.residual_condition(hidden, last_codes).flatten(0, 1)
+        unconditional = None if hidden_unconditional is None else \
+            self.model.residual_condition(hidden_unconditional, last_codes).flatten(0, 1)
+        sampled = self.model.residual_head.sample(condition, steps, generator, unconditional, guidance)
+        side = self.scales[-1]
+        return sampled.view(self.count, side, side, -1).permute(0, 3, 1, 2).to(self.running.latent.dtype)
+
+    def no_residual(self) -> torch.Tensor:
+        """A zero residual: the image is its discrete codes alone."""
+        return torch.zeros_like(self.running.latent)
+
+    def finish(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(finished latent, its pixels in [-1, 1], the final block's decoder inputs)."""
+        finished = self.running.latent + residual
+        pixels = self.model.image_tokenizer.decode_latent(finished)
+        return finished, pixels, self.model.image_block_embeddings(len(self.scales), finished)
