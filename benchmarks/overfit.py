@@ -30,6 +30,7 @@ from generation import GenerationConfig, generate
 from training.builders.writer import ConversationWriter
 from training.shapes import Shape, position_name, random_scene, render
 from training.shapes_detector import read_scene, scene_key
+from vlm.image_io import tensor_to_pil
 from vlm.unified_model import UnifiedVLM
 
 REPLY = "Here it is:"
@@ -108,6 +109,29 @@ def reproduced(scene: list[Shape], image) -> bool:
     return image is not None and read_scene(image) == scene_key(scene)
 
 
+@torch.no_grad()
+def reproduction_ceilings(model: UnifiedVLM, cases: list[tuple[list[Shape], list[dict]]], residual_steps: int,
+                          seed: int) -> dict[str, int]:
+    """What limits reproduction besides the codes: drawings the detector passes after the
+    tokenizer's round trip with the true residual and with none, and with the true codes plus
+    the model's own residual head (on its teacher-forced conditions)."""
+    tokenizer = model.image_tokenizer
+    images = [messages[1]["content"][1]["image"] for _, messages in cases]
+    tokens = tokenizer.encode(images)
+    conditions, _, _ = model.teacher_forced_residuals(model.processor([messages for _, messages in cases]), tokens)
+    side = tokenizer.config.scales[-1]
+    sampled = model.residual_head.sample(conditions.flatten(0, 1), residual_steps, torch.Generator().manual_seed(seed))
+    residual = sampled.view(len(cases), side, side, -1).permute(0, 3, 1, 2)
+    own_head = tensor_to_pil(tokenizer.decode_latent(tokenizer.quantizer.codes_to_latent(tokens.codes) + residual))
+
+    def passed(drawn):
+        return sum(reproduced(scene, image) for (scene, _), image in zip(cases, drawn))
+
+    return {"tokenizer_true_residual": passed(tokenizer.decode_to_images(tokens)),
+            "tokenizer_no_residual": passed(tokenizer.decode_to_images(tokens, use_residual=False)),
+            "true_codes_model_residual": passed(own_head)}
+
+
 def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
     started = time.time()
     cases = drawing_conversations(args.images, args.seed)
@@ -142,6 +166,7 @@ def run(args: argparse.Namespace, extra: list[str], work: Path) -> dict:
         "image_loss_per_scale_last10": [window_mean(last, f"image_scale_{index + 1}")
                                         for index in range(len(model.image_tokenizer.config.scales))],
         "teacher_forced_accuracy_per_scale": accuracy, "reproduced": sum(hits),
+        "reproduced_with": reproduction_ceilings(model, cases, args.residual_steps, args.seed),
         "reproduced_per_image": hits, "train_seconds": train_seconds, "seconds": time.time() - started,
     }
 
@@ -163,6 +188,10 @@ def format_report(results: dict) -> str:
                                                           for value in results["image_loss_per_scale_last10"])
               + " |", "",
               f"reproduced when asked (detector): {results['reproduced']} / {results['images']}",
+              "for comparison, the detector passes (of {images}): {tokenizer_true_residual} after the tokenizer's "
+              "round trip with the true residual, {tokenizer_no_residual} with none, {true_codes_model_residual} "
+              "with the true codes and the model's residual head".format(images=results["images"],
+                                                                          **results["reproduced_with"]),
               f"image loss: {results['image_loss_first10']:.2f} (steps 1-10) -> {results['image_loss_last10']:.2f} "
               f"(last 10 steps)",
               f"wall time: {results['train_seconds'] / 60:.1f} min training, {results['seconds'] / 60:.1f} min in all"]

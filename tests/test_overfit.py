@@ -15,6 +15,7 @@ from training.train import (
     parameter_groups,
     resolve_precision,
 )
+from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
 
 def test_drawing_conversations_are_distinct_seeded_single_shapes():
@@ -146,3 +147,22 @@ def test_fresh_runs_keep_or_remove_their_work_folder(tmp_path):
     (tmp_path / "kept" / "run").mkdir()
     with pytest.raises(SystemExit, match="exists"):
         run_in_work_dir(tmp_path / "kept", "x-", lambda work: {})
+
+
+def test_reproduction_ceilings_count_what_the_detector_passes(tiny_parts):
+    from benchmarks.overfit import reproduction_ceilings
+    from vlm.residual_head import ResidualHeadConfig
+
+    backbone_dir, _ = tiny_parts
+    config = UnifiedVLMConfig(backbone=str(backbone_dir), lora_rank=4,
+                              residual_head=ResidualHeadConfig(width=32, depth=1))
+    model = perturbed(UnifiedVLM.from_backbone(config))  # the shipped tokenizer: its round trip is real
+    cases = drawing_conversations(4, seed=0)
+    counts = reproduction_ceilings(model, cases, residual_steps=2, seed=0)
+    assert set(counts) == {"tokenizer_true_residual", "tokenizer_no_residual", "true_codes_model_residual"}
+    tokenizer = model.image_tokenizer
+    round_trip = tokenizer.decode_to_images(tokenizer.encode([messages[1]["content"][1]["image"]
+                                                              for _, messages in cases]))
+    assert counts["tokenizer_true_residual"] == sum(reproduced(scene, image)
+                                                    for (scene, _), image in zip(cases, round_trip))
+    assert all(0 <= count <= 4 for count in counts.values())
