@@ -209,6 +209,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
                 yield state.display(), state
         finally:
             state.preview, state.busy = None, False
+            release_freed_memory()  # every reply, from the page or the API, ends here
         yield state.display(), state
 
     def respond(state, temperature, cfg_scale, residual_steps, seed, max_images):
@@ -253,7 +254,6 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
         """The reply is over: Send comes back, and the download holds the conversation as shown."""
         state = session_of(state)
         state.busy = False
-        release_freed_memory()
         return gr.update(interactive=True, value="Send"), gr.update(value=state.save_archive())
 
     def stop(state):

@@ -37,6 +37,18 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HYBRID_VLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each trainer run is a fresh process in real use; in one test process accelerate's state is
+    a singleton, and a run in bf16 (what 'auto' picks on an AVX512/AMX CPU) would make the next
+    run's fp32 Accelerator fail. Reset it after every test, as accelerate's own test cases do."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def default_backbone_dir(tmp_path_factory):
     """The real default backbone, converted once per test session (about a minute) into a temporary cache."""
