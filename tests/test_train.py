@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -18,7 +19,9 @@ from training.build_data import main as build_main
 from training.builders.steps import PROCEDURES, step_images
 from training.data import DataError, load_jsonl, read_jsonl
 from training.train import TrainConfig, build_model
+from training.residual_updates import update_residual_head
 from training.train import main as train_main
+from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.unified_model import UnifiedVLM
 
 
@@ -108,8 +111,11 @@ def test_a_tiny_run_lowers_the_loss_and_its_model_generates(tiny_parts, shapes_d
     assert len(reply.images) == 1
 
 
-def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, shapes_data, tmp_path):
-    common = ["--warmup-steps", "100", "--checkpoint-every", "2"]  # inside warm-up the schedule ignores --steps
+@pytest.mark.parametrize("residual_updates", ["0", "2"])
+def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, shapes_data, tmp_path,
+                                                                   residual_updates):
+    common = ["--warmup-steps", "100", "--checkpoint-every", "2",  # inside warm-up the schedule ignores --steps
+              "--residual-head-updates", residual_updates]
     train(tiny_parts, shapes_data, tmp_path / "straight", "--steps", "4", *common)
     train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "2", *common)
     train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "4", *common)
@@ -119,6 +125,27 @@ def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, 
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)
     assert losses(tmp_path / "straight")[2:] == pytest.approx(losses(tmp_path / "resumed")[2:], abs=1e-5)
+
+
+def test_extra_residual_head_updates_move_only_the_head_and_lower_its_loss():
+    torch.manual_seed(0)
+    head = ResidualDiffusionHead(ResidualHeadConfig(latent_channels=4, condition_channels=8, width=32, depth=2))
+    other = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.AdamW([{"params": other.parameters()}, {"params": head.parameters(), "lr": 3e-3}])
+    residual, condition = torch.randn(16, 4), torch.randn(16, 8)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(head.loss(residual, condition, torch.Generator().manual_seed(1)))
+
+    before, other_before = loss(), other.weight.clone()
+    accelerator = Accelerator(cpu=True)
+    assert update_residual_head(head, optimizer, [], 3, torch.Generator(), accelerator, 1.0) is None
+    assert loss() == before  # no pairs (a batch without drawings): nothing moves
+    mean = update_residual_head(head, optimizer, [(residual[:8], condition[:8]), (residual[8:], condition[8:])],
+                                100, torch.Generator().manual_seed(0), accelerator, 1.0)
+    assert mean is not None and loss() < 0.7 * before
+    assert torch.equal(other.weight, other_before) and other.weight.grad is None
 
 
 def test_bad_training_inputs_are_named(tiny_parts, tmp_path):

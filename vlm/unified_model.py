@@ -100,6 +100,9 @@ class UnifiedOutput:
     losses: dict[str, torch.Tensor]  # "text", "image", "residual", "total" (where present)
     # Detached diagnostics: "image_scale_k", the image loss of scale k (1-based) alone.
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Detached (residuals (N, C), conditions (N, hidden)) the residual loss was computed on: the
+    # trainer can give the small residual head extra updates on them without another decoder pass.
+    residual_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class UnifiedVLM(nn.Module):
@@ -263,12 +266,13 @@ class UnifiedVLM(nn.Module):
         hidden = self.run_decoder(embeddings, mask, batch.position_ids)
         text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
         metrics: dict[str, torch.Tensor] = {}
-        losses = self._losses(batch, tokens, text_logits if all_logits else None, hidden, generator, metrics)
+        losses, residual_pairs = self._losses(batch, tokens, text_logits if all_logits else None, hidden,
+                                              generator, metrics)
         if all_logits and tokens is not None:
             image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0])
         else:
             image_logits = hidden.new_zeros(0, self.image_head[1].out_features)
-        return UnifiedOutput(text_logits, image_logits, hidden, losses, metrics)
+        return UnifiedOutput(text_logits, image_logits, hidden, losses, metrics, residual_pairs)
 
     # ----- incremental decoding (the generation loop builds on these) -----
 
@@ -360,10 +364,12 @@ class UnifiedVLM(nn.Module):
 
     def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor | None,
                 hidden: torch.Tensor, generator: torch.Generator | None, metrics: dict[str, torch.Tensor]
-                ) -> dict[str, torch.Tensor]:
+                ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         """`text_logits` None: computed here at the labelled positions only (the same loss).
-        Fills `metrics` with detached per-scale image losses."""
+        Fills `metrics` with detached per-scale image losses; also returns the residual head's
+        detached (residual, condition) pairs, None without drawn images."""
         losses: dict[str, torch.Tensor] = {}
+        residual_pairs = None
         targets = batch.text_labels.to(self.device)[:, 1:]
         labelled = targets != IGNORE_INDEX
         if labelled.any():
@@ -390,11 +396,13 @@ class UnifiedVLM(nn.Module):
             losses["image"] = (image_scale_weights(scales, self.config.image_loss_per).to(per_scale) * per_scale).sum()
             metrics.update({f"image_scale_{index + 1}": value.detach() for index, value in enumerate(per_scale)})
             condition = self.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
-            losses["residual"] = self.residual_head.loss(torch.cat(residuals), condition, generator)
+            residual = torch.cat(residuals)
+            losses["residual"] = self.residual_head.loss(residual, condition, generator)
+            residual_pairs = (residual.detach(), condition.detach())
         weights = {"text": 1.0, "image": self.config.image_loss_weight, "residual": self.config.residual_loss_weight}
         if losses:
             losses["total"] = sum(weights[name] * value for name, value in losses.items())
-        return losses
+        return losses, residual_pairs
 
     def _drawn_images(self, batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tensor):
         """Per drawn image: its layout, scale-block hidden states, codes (every scale, flat) and tokens."""
