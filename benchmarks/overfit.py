@@ -31,6 +31,7 @@ from training.builders.writer import ConversationWriter
 from training.shapes import Shape, position_name, random_scene, render
 from training.shapes_detector import read_scene, scene_key
 from vlm.image_io import tensor_to_pil
+from vlm.teacher_forcing import teacher_forced_code_logits, teacher_forced_residuals
 from vlm.unified_model import UnifiedVLM
 
 REPLY = "Here it is:"
@@ -97,7 +98,7 @@ def teacher_forced_accuracy(model: UnifiedVLM, conversations: list[list[dict]], 
     totals = [[0, 0] for _ in scales]
     for start in range(0, len(conversations), batch_size):
         batch = model.processor(conversations[start:start + batch_size])
-        for logits, codes in model.teacher_forced_code_logits(batch):
+        for logits, codes in teacher_forced_code_logits(model, batch):
             for total, (correct, count) in zip(totals, scale_accuracy(logits.argmax(dim=-1), codes, scales)):
                 total[0] += correct
                 total[1] += count
@@ -118,7 +119,7 @@ def reproduction_ceilings(model: UnifiedVLM, cases: list[tuple[list[Shape], list
     tokenizer = model.image_tokenizer
     images = [messages[1]["content"][1]["image"] for _, messages in cases]
     tokens = tokenizer.encode(images)
-    conditions, _, _ = model.teacher_forced_residuals(model.processor([messages for _, messages in cases]), tokens)
+    conditions, _, _ = teacher_forced_residuals(model, model.processor([messages for _, messages in cases]), tokens)
     side = tokenizer.config.scales[-1]
     sampled = model.residual_head.sample(conditions.flatten(0, 1), residual_steps, torch.Generator().manual_seed(seed))
     residual = sampled.view(len(cases), side, side, -1).permute(0, 3, 1, 2)

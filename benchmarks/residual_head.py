@@ -32,6 +32,7 @@ from training.image_data import OpenMojiDataset
 from training.shapes import describe, random_scene, render
 from training.shapes_detector import read_scene, scene_key
 from vlm.image_io import tensor_to_pil
+from vlm.teacher_forcing import teacher_forced_residuals
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
 
@@ -84,7 +85,7 @@ def quality_table(model: UnifiedVLM, conversations: list, truths: list, seed: in
     for first in range(0, len(conversations), batch):
         processed = model.processor(conversations[first:first + batch])
         tokens = tokenizer.encode_pixels(processed.pixels.to(model.device))
-        conditions, residuals, indices = model.teacher_forced_residuals(processed, tokens)
+        conditions, residuals, indices = teacher_forced_residuals(model, processed, tokens)
         count, positions, channels = residuals.shape
         side = int(positions ** 0.5)
         codes = [code[indices] for code in tokens.codes]

@@ -11,12 +11,13 @@ import torch
 from generation import GenerationConfig, generate
 from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
 from training.distill_residual import DistillConfig, distil, distribution_matching_loss, main
+from vlm.teacher_forcing import teacher_forced_residuals
 from vlm.unified_model import UnifiedVLM
 
 
 def _conditions(model: UnifiedVLM, copies: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     batch = model.processor([drawing_chat() for _ in range(copies)])
-    conditions, residuals, indices = model.teacher_forced_residuals(batch)
+    conditions, residuals, indices = teacher_forced_residuals(model, batch)
     assert conditions.shape[:2] == residuals.shape[:2] and len(indices) == copies
     return conditions.flatten(0, 1), residuals.flatten(0, 1)
 

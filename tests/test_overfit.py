@@ -15,6 +15,7 @@ from training.train import (
     parameter_groups,
     resolve_precision,
 )
+from vlm.teacher_forcing import teacher_forced_code_logits
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
 
@@ -57,7 +58,7 @@ def test_teacher_forced_accuracy_matches_the_argmax_of_the_forward(tiny_parts):
     accuracy = teacher_forced_accuracy(model, [drawing_chat(), drawing_chat()])
     assert len(accuracy) == len(model.image_tokenizer.config.scales)
     batch = model.processor([drawing_chat()])
-    (logits, codes), = model.teacher_forced_code_logits(batch)
+    (logits, codes), = teacher_forced_code_logits(model, batch)
     full = model(batch).image_logits[:codes.numel()]
     torch.testing.assert_close(logits, full.float())
     expected = [correct / total for correct, total in

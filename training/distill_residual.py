@@ -36,6 +36,7 @@ from training.data import DataError
 from training.train import MixedConversations
 from vlm.files import swap_in
 from vlm.residual_head import ResidualDiffusionHead
+from vlm.teacher_forcing import teacher_forced_residuals
 from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def collect_conditions(model: UnifiedVLM, data: str, images: int, batch_conversa
     progress = tqdm(total=images, desc="collecting conditions")
     for first in range(0, len(drawing), batch_conversations):
         batch = model.processor(drawing[first:first + batch_conversations])
-        condition, residual, _ = model.teacher_forced_residuals(batch)
+        condition, residual, _ = teacher_forced_residuals(model, batch)
         conditions.append(condition.cpu())
         residuals.append(residual.cpu())
         count += len(condition)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -24,11 +23,13 @@ from transformers import DynamicCache
 
 from vlm.adapters import AdapterFolding
 from vlm.attention import select_attention
-from vlm.backbone import DEFAULT_BACKBONE, load_backbone
+from vlm.backbone import load_backbone
+from vlm.configuration import LEGACY_CONFIG_VALUES, UnifiedVLMConfig
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
-from vlm.processor import IGNORE_INDEX, NO_LIMIT, ProcessedBatch, VLMProcessor, image_block_layout
-from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
+from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
+from vlm.residual_head import ResidualDiffusionHead
+from vlm.teacher_forcing import drop_conditions, teacher_forced_losses
 from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens
 
 logger = logging.getLogger(__name__)
@@ -39,55 +40,6 @@ ADAPTER_NAME = "adapter.safetensors"
 BACKBONE_WEIGHTS_NAME = "backbone.safetensors"
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-# How the image loss weighs each scale's mean code loss: "token" by its number of codes (the
-# finest scale, 64 of 130 codes, dominates and the single first code is 1/130), "scale" equally
-# (the coarse codes that place the object weigh more), "side" by its side length (in between).
-IMAGE_LOSS_WEIGHTINGS = ("token", "scale", "side")
-
-
-def image_scale_weights(scales: tuple[int, ...], per: str) -> torch.Tensor:
-    """Weights (summing to 1) of each scale's mean code loss in the image loss."""
-    sizes = torch.tensor(scales, dtype=torch.float32)
-    weights = {"token": sizes.square(), "scale": torch.ones_like(sizes), "side": sizes}[per]
-    return weights / weights.sum()
-
-
-# What a saved config that lacks a field meant when it was written (before the field existed).
-LEGACY_CONFIG_VALUES = {"image_input_norm": False}
-
-
-@dataclass
-class UnifiedVLMConfig:
-    """Everything needed to rebuild the model around a stock backbone; saved as JSON."""
-
-    backbone: str = DEFAULT_BACKBONE  # the default's name, or a local HF folder
-    finetune: str = "lora"  # "lora": adapters + new token rows; "full": every backbone weight
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_target_modules: tuple[str, ...] = LORA_TARGETS
-    num_position_frequencies: int = 8
-    condition_dropout: float = 0.1
-    image_loss_weight: float = 1.0
-    image_loss_per: str = "token"  # "token" (each code the same), "scale" (each scale the same) or "side"
-    residual_loss_weight: float = 1.0
-    attention: str = "auto"  # backbone attention kernel: "auto" (checked at load; vlm.attention), "sdpa", ...
-    # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder). Off by default:
-    # on the memorise-16 benchmark it did not move the loss (docs/overfit); kept for A/Bs.
-    image_input_norm: bool = False
-    residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.residual_head, dict):
-            self.residual_head = ResidualHeadConfig(**self.residual_head)
-        self.lora_target_modules = tuple(self.lora_target_modules)
-        if self.image_loss_per not in IMAGE_LOSS_WEIGHTINGS:
-            raise ValueError(f"image_loss_per must be one of {', '.join(IMAGE_LOSS_WEIGHTINGS)}, "
-                             f"got {self.image_loss_per!r}")
-        if self.finetune not in ("lora", "full"):
-            raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
 
 
 @dataclass
@@ -262,12 +214,12 @@ class UnifiedVLM(nn.Module):
         embeddings = self.embed(batch, tokens)
         mask = batch.attention_mask(embeddings.dtype)
         if self.training and self.config.condition_dropout > 0:
-            mask = self._drop_conditions(batch, mask, generator)
+            mask = drop_conditions(self, batch, mask, generator)
         hidden = self.run_decoder(embeddings, mask, batch.position_ids)
         text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
         metrics: dict[str, torch.Tensor] = {}
-        losses, residual_pairs = self._losses(batch, tokens, text_logits if all_logits else None, hidden,
-                                              generator, metrics)
+        losses, residual_pairs = teacher_forced_losses(self, batch, tokens, text_logits if all_logits else None,
+                                                       hidden, generator, metrics)
         if all_logits and tokens is not None:
             image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0])
         else:
@@ -349,107 +301,6 @@ class UnifiedVLM(nn.Module):
         """What the residual head is conditioned on: the last-scale hidden state plus its chosen code."""
         code_vectors = self.image_tokenizer.quantizer.codebook.weight[codes_BN]
         return hidden_BNH + self.image_embedder.content(code_vectors).to(hidden_BNH.dtype)
-
-    def _drop_conditions(self, batch: ProcessedBatch, mask: torch.Tensor,
-                         generator: torch.Generator | None) -> torch.Tensor:
-        """Classifier-free guidance training: some drawn images see nothing before their
-        <|image_start|>, exactly what the unconditional branch sees at inference."""
-        mask = mask.clone()
-        minimum = torch.finfo(mask.dtype).min
-        for layout in batch.images:
-            if layout.generated and torch.rand((), generator=generator) < self.config.condition_dropout:
-                length = len(image_block_layout(self.image_tokenizer.config.scales, layout.generated)[0])
-                mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
-        return mask
-
-    def _losses(self, batch: ProcessedBatch, tokens: HybridTokens | None, text_logits: torch.Tensor | None,
-                hidden: torch.Tensor, generator: torch.Generator | None, metrics: dict[str, torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-        """`text_logits` None: computed here at the labelled positions only (the same loss).
-        Fills `metrics` with detached per-scale image losses; also returns the residual head's
-        detached (residual, condition) pairs, None without drawn images."""
-        losses: dict[str, torch.Tensor] = {}
-        residual_pairs = None
-        targets = batch.text_labels.to(self.device)[:, 1:]
-        labelled = targets != IGNORE_INDEX
-        if labelled.any():
-            logits = self.text_logits(hidden[:, :-1][labelled]) if text_logits is None \
-                else text_logits[:, :-1][labelled]
-            losses["text"] = F.cross_entropy(logits.float(), targets[labelled])
-        drawn = list(self._drawn_images(batch, tokens, hidden)) if tokens is not None else []
-        if drawn:
-            scales = self.image_tokenizer.config.scales
-            scale_hidden, scale_codes, last_hidden, last_codes, residuals = [], [], [], [], []
-            for _, positions, codes, image_tokens in drawn:
-                scale_hidden.append(positions)
-                scale_codes.append(codes)
-                last = scales[-1] ** 2
-                last_hidden.append(positions[-last:])
-                last_codes.append(codes[-last:])
-                residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0])
-            logits = self.image_head(torch.cat(scale_hidden))
-            per_token = F.cross_entropy(logits.float(), torch.cat(scale_codes), reduction="none")
-            sizes = torch.tensor([size * size for size in scales], device=per_token.device)
-            scale_of = torch.arange(len(scales), device=per_token.device).repeat_interleave(sizes).repeat(len(drawn))
-            per_scale = torch.zeros(len(scales), device=per_token.device).index_add(0, scale_of, per_token) \
-                / (sizes * len(drawn))
-            losses["image"] = (image_scale_weights(scales, self.config.image_loss_per).to(per_scale) * per_scale).sum()
-            metrics.update({f"image_scale_{index + 1}": value.detach() for index, value in enumerate(per_scale)})
-            condition = self.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
-            residual = torch.cat(residuals)
-            losses["residual"] = self.residual_head.loss(residual, condition, generator)
-            residual_pairs = (residual.detach(), condition.detach())
-        weights = {"text": 1.0, "image": self.config.image_loss_weight, "residual": self.config.residual_loss_weight}
-        if losses:
-            losses["total"] = sum(weights[name] * value for name, value in losses.items())
-        return losses, residual_pairs
-
-    def _drawn_images(self, batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tensor):
-        """Per drawn image: its layout, scale-block hidden states, codes (every scale, flat) and tokens."""
-        for layout in batch.images:
-            if layout.generated:
-                image_tokens = tokens[layout.image_index]
-                codes = torch.cat([code.flatten() for code in image_tokens.codes])
-                yield layout, hidden[layout.sequence_index, layout.start:layout.start + codes.numel()], codes, \
-                    image_tokens
-
-    def _teacher_forced_hidden(self, batch: ProcessedBatch, tokens: HybridTokens | None
-                               ) -> tuple[HybridTokens, torch.Tensor]:
-        """The true codes fed, no condition dropout: (tokens, last hidden states)."""
-        if tokens is None:
-            tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device))
-        embeddings = self.embed(batch, tokens)
-        return tokens, self.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
-
-    @torch.no_grad()
-    def teacher_forced_code_logits(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
-                                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per drawn image, with the true codes fed: (codebook logits, true codes) over its scale
-        positions, every scale in order (scale 1 first). No condition dropout: what the model
-        predicts for the conversation as given. Used to measure teacher-forced accuracy."""
-        tokens, hidden = self._teacher_forced_hidden(batch, tokens)
-        return [(self.image_head(positions).float(), codes)
-                for _, positions, codes, _ in self._drawn_images(batch, tokens, hidden)]
-
-    @torch.no_grad()
-    def teacher_forced_residuals(self, batch: ProcessedBatch, tokens: HybridTokens | None = None
-                                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """With every drawn image's true codes fed: the residual head's conditions (n, s*s, hidden),
-        the true residuals (n, s*s, C), and each image's index in `batch.pixels`.
-
-        What residual-head distillation trains on, and what isolates the head in its benchmark
-        (the decoder's part is fixed by the true codes).
-        """
-        tokens, hidden = self._teacher_forced_hidden(batch, tokens)
-        last = self.image_tokenizer.config.scales[-1] ** 2
-        conditions, residuals, indices = [], [], []
-        for layout, positions, codes, image_tokens in self._drawn_images(batch, tokens, hidden):
-            conditions.append(self.residual_condition(positions[-last:], codes[-last:]).float())
-            residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0].float())
-            indices.append(layout.image_index)
-        if not conditions:
-            raise ValueError("the batch has no drawn (assistant) images to take residuals from")
-        return torch.stack(conditions), torch.stack(residuals), indices
 
     def trainable_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """What differs from the stock backbone, by file."""

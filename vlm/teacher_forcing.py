@@ -1,0 +1,127 @@
+"""Teacher forcing: the unified model's training losses and what is measured with the true codes fed.
+
+A drawn image is fed with its true codes at every scale (the tokenizer's teacher-forcing
+inputs); the image head is scored on the next scale's codes, the residual head on the true
+residual at the last scale's positions. The same functions give the memorise-16 judge its
+teacher-forced accuracy and residual-head distillation its (condition, residual) pairs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from vlm.configuration import image_scale_weights
+from vlm.processor import IGNORE_INDEX, ProcessedBatch, image_block_layout
+from vlm.tokenizer import HybridTokens
+
+if TYPE_CHECKING:
+    from vlm.unified_model import UnifiedVLM
+
+
+def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """Classifier-free guidance training: some drawn images see nothing before their
+    <|image_start|>, exactly what the unconditional branch sees at inference."""
+    mask = mask.clone()
+    minimum = torch.finfo(mask.dtype).min
+    for layout in batch.images:
+        if layout.generated and torch.rand((), generator=generator) < model.config.condition_dropout:
+            length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated)[0])
+            mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
+    return mask
+
+
+def teacher_forced_losses(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None,
+                          text_logits: torch.Tensor | None, hidden: torch.Tensor, generator: torch.Generator | None,
+                          metrics: dict[str, torch.Tensor]
+                          ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    """`text_logits` None: computed here at the labelled positions only (the same loss).
+    Fills `metrics` with detached per-scale image losses; also returns the residual head's
+    detached (residual, condition) pairs, None without drawn images."""
+    losses: dict[str, torch.Tensor] = {}
+    residual_pairs = None
+    targets = batch.text_labels.to(model.device)[:, 1:]
+    labelled = targets != IGNORE_INDEX
+    if labelled.any():
+        logits = model.text_logits(hidden[:, :-1][labelled]) if text_logits is None \
+            else text_logits[:, :-1][labelled]
+        losses["text"] = F.cross_entropy(logits.float(), targets[labelled])
+    drawn = list(drawn_images(batch, tokens, hidden)) if tokens is not None else []
+    if drawn:
+        scales = model.image_tokenizer.config.scales
+        scale_hidden, scale_codes, last_hidden, last_codes, residuals = [], [], [], [], []
+        for _, positions, codes, image_tokens in drawn:
+            scale_hidden.append(positions)
+            scale_codes.append(codes)
+            last = scales[-1] ** 2
+            last_hidden.append(positions[-last:])
+            last_codes.append(codes[-last:])
+            residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0])
+        logits = model.image_head(torch.cat(scale_hidden))
+        per_token = F.cross_entropy(logits.float(), torch.cat(scale_codes), reduction="none")
+        sizes = torch.tensor([size * size for size in scales], device=per_token.device)
+        scale_of = torch.arange(len(scales), device=per_token.device).repeat_interleave(sizes).repeat(len(drawn))
+        per_scale = torch.zeros(len(scales), device=per_token.device).index_add(0, scale_of, per_token) \
+            / (sizes * len(drawn))
+        losses["image"] = (image_scale_weights(scales, model.config.image_loss_per).to(per_scale) * per_scale).sum()
+        metrics.update({f"image_scale_{index + 1}": value.detach() for index, value in enumerate(per_scale)})
+        condition = model.residual_condition(torch.cat(last_hidden), torch.cat(last_codes))
+        residual = torch.cat(residuals)
+        losses["residual"] = model.residual_head.loss(residual, condition, generator)
+        residual_pairs = (residual.detach(), condition.detach())
+    weights = {"text": 1.0, "image": model.config.image_loss_weight, "residual": model.config.residual_loss_weight}
+    if losses:
+        losses["total"] = sum(weights[name] * value for name, value in losses.items())
+    return losses, residual_pairs
+
+
+def drawn_images(batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tensor):
+    """Per drawn image: its layout, scale-block hidden states, codes (every scale, flat) and tokens."""
+    for layout in batch.images:
+        if layout.generated:
+            image_tokens = tokens[layout.image_index]
+            codes = torch.cat([code.flatten() for code in image_tokens.codes])
+            yield layout, hidden[layout.sequence_index, layout.start:layout.start + codes.numel()], codes, \
+                image_tokens
+
+
+def teacher_forced_hidden(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None
+                           ) -> tuple[HybridTokens, torch.Tensor]:
+    """The true codes fed, no condition dropout: (tokens, last hidden states)."""
+    if tokens is None:
+        tokens = model.image_tokenizer.encode_pixels(batch.pixels.to(model.device))
+    embeddings = model.embed(batch, tokens)
+    return tokens, model.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+
+@torch.no_grad()
+def teacher_forced_code_logits(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None = None
+                               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per drawn image, with the true codes fed: (codebook logits, true codes) over its scale
+    positions, every scale in order (scale 1 first). No condition dropout: what the model
+    predicts for the conversation as given. Used to measure teacher-forced accuracy."""
+    tokens, hidden = teacher_forced_hidden(model, batch, tokens)
+    return [(model.image_head(positions).float(), codes)
+            for _, positions, codes, _ in drawn_images(batch, tokens, hidden)]
+
+@torch.no_grad()
+def teacher_forced_residuals(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """With every drawn image's true codes fed: the residual head's conditions (n, s*s, hidden),
+    the true residuals (n, s*s, C), and each image's index in `batch.pixels`.
+
+    What residual-head distillation trains on, and what isolates the head in its benchmark
+    (the decoder's part is fixed by the true codes).
+    """
+    tokens, hidden = teacher_forced_hidden(model, batch, tokens)
+    last = model.image_tokenizer.config.scales[-1] ** 2
+    conditions, residuals, indices = [], [], []
+    for layout, positions, codes, image_tokens in drawn_images(batch, tokens, hidden):
+        conditions.append(model.residual_condition(positions[-last:], codes[-last:]).float())
+        residuals.append(image_tokens.residual.flatten(2).transpose(1, 2)[0].float())
+        indices.append(layout.image_index)
+    if not conditions:
+        raise ValueError("the batch has no drawn (assistant) images to take residuals from")
+    return torch.stack(conditions), torch.stack(residuals), indices
