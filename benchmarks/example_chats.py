@@ -40,7 +40,7 @@ def write_edit_sources() -> None:
     from PIL import Image
 
     from training.image_data import OpenMojiDataset
-    from training.shapes import POSITIONS, Shape, render
+    from worlds.shapes import POSITIONS, Shape, render
 
     if not SHAPES_SOURCE.is_file():
         left, right = POSITIONS["on the left"], POSITIONS["on the right"]

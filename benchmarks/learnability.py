@@ -24,8 +24,8 @@ from benchmarks.evaluation.common import EvalSettings
 from benchmarks.fresh_training import RECIPE, FreshRun, image_losses, read_log, run_in_work_dir, window_mean
 from training.builders.shapes_chat import DRAW_REPLIES
 from training.builders.writer import ConversationWriter
-from training.shapes import drawing_prompt, random_scene, render
 from vlm.unified_model import UnifiedVLM
+from worlds.shapes import drawing_prompt, random_scene, render
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from training.builders.edits import edit_conversations, shapes_edit_conversation
-from training.edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
-from training.shapes import random_scene, render
-from training.shapes_detector import read_scene, scene_key
+from worlds.scene_edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
+from worlds.shapes import random_scene, render
+from worlds.shapes_detector import read_scene, scene_key
 
 
 def test_each_edit_kind_changes_one_shape_and_the_detector_sees_the_result():

@@ -15,7 +15,7 @@ from benchmarks.evaluation.steps import score_reply, sentence_table
 from benchmarks.evaluation.understanding import is_correct
 from tests.tiny_vlm import perturbed, tiny_model
 from training.builders.steps import PROCEDURES, step_images
-from training.shapes import random_scene, render
+from worlds.shapes import random_scene, render
 
 
 def test_geneval_checks_pass_on_true_renders_and_fail_on_wrong_ones():

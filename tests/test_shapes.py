@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from training.shapes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, describe, position_name, random_scene, render
-from training.shapes_detector import detect
+from worlds.shapes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, describe, position_name, random_scene, render
+from worlds.shapes_detector import detect
 
 
 def test_the_detector_reads_at_least_99_percent_of_random_scenes_exactly():

@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
-from training.edits import edit_chain, random_edit
-from training.shapes import random_scene, render
-from training.shapes_detector import read_scene, scene_key
 from vlm.unified_model import UnifiedVLM
+from worlds.scene_edits import edit_chain, random_edit
+from worlds.shapes import random_scene, render
+from worlds.shapes_detector import read_scene, scene_key
 
 
 def _upload_turn(image, request: str) -> dict:

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
-from training.shapes import Shape, describe, position_name, random_scene, render
-from training.shapes_detector import detect
 from vlm.image_io import images_to_tensor, tensor_to_pil
 from vlm.tokenizer import HybridTokenizer
 from vlm.unified_model import UnifiedVLM
+from worlds.shapes import Shape, describe, position_name, random_scene, render
+from worlds.shapes_detector import detect
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "colour_attribution")
 

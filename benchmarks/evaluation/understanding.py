@@ -12,8 +12,8 @@ import re
 
 from benchmarks.evaluation.common import EvalSettings, replies, text_config
 from training.builders.emoji import emoji_images
-from training.shapes import COLOURS, NUMBER_WORDS, POSITIONS, SHAPES, questions, random_scene, render
 from vlm.unified_model import UnifiedVLM
+from worlds.shapes import COLOURS, NUMBER_WORDS, POSITIONS, SHAPES, questions, random_scene, render
 
 CANDIDATES = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(NUMBER_WORDS[1:]),
               "position": list(POSITIONS)}

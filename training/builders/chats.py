@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterator
 
 from training.builders.emoji import article, emoji_images
-from training.shapes import describe, questions, random_scene, render
+from worlds.shapes import describe, questions, random_scene, render
 
 OPENERS = [
     ("Hi! I'm making a poster for school.", "That sounds like a fun project! How can I help?"),

@@ -11,8 +11,8 @@ import random
 from collections.abc import Iterator
 
 from training.builders.emoji import article, emoji_images
-from training.edits import EMOJI_EDITS, edit_chain, emoji_edit
-from training.shapes import drawing_prompt, random_scene, render
+from worlds.scene_edits import EMOJI_EDITS, edit_chain, emoji_edit
+from worlds.shapes import drawing_prompt, random_scene, render
 
 EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
 UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from training.shapes import describe, drawing_prompt, questions, random_scene, render
+from worlds.shapes import describe, drawing_prompt, questions, random_scene, render
 
 DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
 CAPTION_QUESTIONS = ("Describe this picture.", "What do you see?", "What is in this image?")

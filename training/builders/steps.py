@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from training.shapes import COLOURS
+from worlds.shapes import COLOURS
 
 PALETTE = {**COLOURS, "brown": (130, 80, 40), "black": (20, 20, 20), "pink": (240, 110, 170),
            "light blue": (140, 200, 240), "grey": (150, 160, 175)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from training.shapes import COLOURS, POSITIONS, SIZES, Shape, overlap, position_name, random_shape
+from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape, overlap, position_name, random_shape
 
 EDIT_KINDS = ("recolour", "add", "remove", "move", "resize")
 

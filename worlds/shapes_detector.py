@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from training.shapes import COLOURS, POSITIONS, SIZES, Shape
+from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape
 
 MIN_AREA_SHARE = 0.006  # regions smaller than this share of the image are noise
 
@@ -29,7 +29,7 @@ class Detection:
     area: int
 
     def matches(self, shape: Shape) -> bool:
-        from training.shapes import position_name
+        from worlds.shapes import position_name
 
         return (self.kind, self.colour, self.size, self.position) == (
             shape.kind, shape.colour, shape.size, position_name(shape))
@@ -114,7 +114,7 @@ def detect(image: Image.Image) -> list[Detection]:
 
 def scene_key(scene) -> list[tuple[str, str, str, str]]:
     """A scene as sorted (kind, colour, size, position) tuples: what `read_scene` returns for its render."""
-    from training.shapes import position_name
+    from worlds.shapes import position_name
 
     return sorted((shape.kind, shape.colour, shape.size, position_name(shape)) for shape in scene)
 
