@@ -14,8 +14,8 @@ from benchmarks.evaluation.emoji_classifier import EmojiClassifier, EmojiNet, au
 from benchmarks.evaluation.steps import score_reply, sentence_table
 from benchmarks.evaluation.understanding import is_correct
 from tests.tiny_vlm import perturbed, tiny_model
-from training.builders.steps import PROCEDURES, step_images
 from worlds.shapes import random_scene, render
+from worlds.step_drawings import PROCEDURES, step_images
 
 
 def test_geneval_checks_pass_on_true_renders_and_fail_on_wrong_ones():

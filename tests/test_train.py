@@ -16,13 +16,13 @@ from safetensors.torch import load_file
 from generation import GenerationConfig, generate
 from training import data as data_cli
 from training.build_data import main as build_main
-from training.builders.steps import PROCEDURES, step_images
 from training.data import DataError, load_jsonl, read_jsonl
 from training.residual_updates import update_residual_head
 from training.train import TrainConfig, build_model
 from training.train import main as train_main
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.unified_model import UnifiedVLM
+from worlds.step_drawings import PROCEDURES, step_images
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from training.builders.steps import PROCEDURES, step_images
 from vlm.image_io import load_image, pil_to_tensor
 from worlds.shapes import random_scene, render
+from worlds.step_drawings import PROCEDURES, step_images
 
 # Colour and grey photographs bundled in scikit-image's wheel (no download); the held-out
 # ones are whole photos kept out of training. motorcycle_right is left out: it is nearly

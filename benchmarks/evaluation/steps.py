@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.evaluation.common import EvalSettings, image_config, replies
-from training.builders.steps import PALETTE, PROCEDURES, REQUESTS, Part, render_parts
 from vlm.unified_model import UnifiedVLM
+from worlds.step_drawings import PALETTE, PROCEDURES, REQUESTS, Part, render_parts
 
 STEP_LINE = re.compile(r"Step\s+(\d+)\s*:\s*(.+)", re.IGNORECASE)
 COLOUR_DISTANCE = 80.0
