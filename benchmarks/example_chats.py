@@ -39,7 +39,7 @@ def write_edit_sources() -> None:
     """The uploaded images of the edit examples (made once; committed beside the examples)."""
     from PIL import Image
 
-    from training.image_data import OpenMojiDataset
+    from worlds.openmoji import OpenMojiDataset
     from worlds.shapes import POSITIONS, Shape, render
 
     if not SHAPES_SOURCE.is_file():

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from training.image_data import OpenMojiDataset
 from training.image_metrics import psnr
 from vlm.image_io import tensor_to_pil
 from vlm.tokenizer import HybridTokenizer
+from worlds.openmoji import OpenMojiDataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,11 +28,11 @@ import torch
 
 from benchmarks.evaluation.emoji_classifier import EmojiClassifier
 from generation import GenerationConfig, ImageFinished, ImageStarted, stream_generate
-from training.image_data import OpenMojiDataset
 from vlm.image_io import tensor_to_pil
 from vlm.teacher_forcing import teacher_forced_residuals
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
+from worlds.openmoji import OpenMojiDataset
 from worlds.shapes import describe, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 

@@ -28,10 +28,10 @@ from PIL import Image
 
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings
-from training.image_data import OpenMojiDataset
 from training.image_metrics import psnr, ssim
 from training.tokenizer_data import PhotoCrops, stack_pixels
 from vlm.tokenizer import HybridTokenizer
+from worlds.openmoji import OpenMojiDataset
 from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape, render
 
 ENTROPY_SHAPES = ("circle", "square", "triangle", "star")

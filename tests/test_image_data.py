@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.image_data import (
-    EmojiEntry,
-    ImageFolderDataset,
-    is_heldout,
-    openmoji_entries,
-    render_svg,
-)
+from training.image_folder import ImageFolderDataset
 from vlm.image_io import ImageLoadError
+from worlds.openmoji import EmojiEntry, is_heldout, openmoji_entries, render_svg
 
 
 def test_openmoji_entries_are_the_named_emoji():

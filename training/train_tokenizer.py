@@ -41,7 +41,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from training.codebook_kmeans import kmeans_codebook
-from training.image_data import ImageFolderDataset, OpenMojiDataset
+from training.image_folder import ImageFolderDataset
 from training.image_metrics import psnr
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
@@ -49,6 +49,7 @@ from training.state_io import StateError, has_state, load_state, restore_rng, rn
 from training.tokenizer_data import PhotoCrops, SyntheticRenders
 from vlm.files import recover, swap_in
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+from worlds.openmoji import OpenMojiDataset
 
 logger = logging.getLogger(__name__)
 

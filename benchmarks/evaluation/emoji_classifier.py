@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.image_data import OpenMojiDataset
 from vlm.cache import cache_dir
 from vlm.files import swap_in
+from worlds.openmoji import OpenMojiDataset
 
 logger = logging.getLogger(__name__)
 

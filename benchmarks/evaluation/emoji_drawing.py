@@ -17,9 +17,8 @@ from PIL import Image
 
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
 from benchmarks.evaluation.emoji_classifier import EmojiClassifier
-from training.builders.emoji import DRAW_REQUESTS, fill
-from training.image_data import OpenMojiDataset
 from vlm.unified_model import UnifiedVLM
+from worlds.openmoji import DRAW_REQUESTS, OpenMojiDataset, fill
 
 
 def emoji_drawing(model: UnifiedVLM, settings: EvalSettings, classifier: EmojiClassifier,

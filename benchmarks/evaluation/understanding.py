@@ -11,8 +11,8 @@ import random
 import re
 
 from benchmarks.evaluation.common import EvalSettings, replies, text_config
-from training.builders.emoji import emoji_images
 from vlm.unified_model import UnifiedVLM
+from worlds.openmoji import emoji_images
 from worlds.shapes import COLOURS, NUMBER_WORDS, POSITIONS, SHAPES, questions, random_scene, render
 
 CANDIDATES = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(NUMBER_WORDS[1:]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from training.builders.emoji import article, emoji_images
+from worlds.openmoji import article, emoji_images
 from worlds.shapes import describe, questions, random_scene, render
 
 OPENERS = [

