@@ -29,8 +29,8 @@ from PIL import Image
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings
 from training.image_metrics import psnr, ssim
-from training.tokenizer_data import PhotoCrops, stack_pixels
 from vlm.tokenizer import HybridTokenizer
+from worlds.image_sets import PhotoCrops, stack_pixels
 from worlds.openmoji import OpenMojiDataset
 from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape, render
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from tests.conftest import tiny_tokenizer_config
 from training.codebook_kmeans import kmeans_codebook, lloyd, nearest
-from training.tokenizer_data import PhotoCrops, SyntheticRenders, stack_pixels
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+from worlds.image_sets import PhotoCrops, SyntheticRenders, stack_pixels
 
 
 def test_l2_lookup_picks_one_code_for_every_zero_rest(tiny_tokenizer):

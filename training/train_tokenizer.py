@@ -46,9 +46,9 @@ from training.image_metrics import psnr
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import StateError, has_state, load_state, restore_rng, rng_state, save_state
-from training.tokenizer_data import PhotoCrops, SyntheticRenders
 from vlm.files import recover, swap_in
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+from worlds.image_sets import PhotoCrops, SyntheticRenders
 from worlds.openmoji import OpenMojiDataset
 
 logger = logging.getLogger(__name__)

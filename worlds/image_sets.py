@@ -1,4 +1,4 @@
-"""More images for the tokenizer than OpenMoji: the project's own renders and natural photographs.
+"""More images than OpenMoji, for the tokenizer's training and benchmark: renders and photographs.
 
 A tokenizer trained on emoji alone reconstructs a user's photo at ~11 dB and fails the
 project's own shapes detector on a quarter of its renders. These datasets fill both gaps:
@@ -10,7 +10,8 @@ project's own shapes detector on a quarter of its renders. These datasets fill b
   source photo so held-out crops come from photos training never saw.
 
 Both are seeded per item: item i is the same image on every machine and every run, so a
-resumed training run sees the same data and held-out scores are comparable.
+resumed training run sees the same data and held-out scores are comparable. Items are dicts
+in `OpenMojiDataset`'s form (`pixels`, `name`, `hexcode`); `stack_pixels` stacks them.
 """
 
 from __future__ import annotations
