@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from training.image_metrics import psnr
 from vlm.image_io import tensor_to_pil
+from vlm.image_metrics import psnr
 from vlm.tokenizer import HybridTokenizer
 from worlds.openmoji import OpenMojiDataset
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings
-from training.image_metrics import psnr, ssim
+from vlm.image_metrics import psnr, ssim
 from vlm.tokenizer import HybridTokenizer
 from worlds.image_sets import PhotoCrops, stack_pixels
 from worlds.openmoji import OpenMojiDataset

@@ -42,11 +42,11 @@ from tqdm.auto import tqdm
 
 from training.codebook_kmeans import kmeans_codebook
 from training.image_folder import ImageFolderDataset
-from training.image_metrics import psnr
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import StateError, has_state, load_state, restore_rng, rng_state, save_state
 from vlm.files import recover, swap_in
+from vlm.image_metrics import psnr
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 from worlds.image_sets import PhotoCrops, SyntheticRenders
 from worlds.openmoji import OpenMojiDataset
