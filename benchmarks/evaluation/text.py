@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.evaluation.common import EvalSettings
-from training.builders.text import text_conversations
 from vlm.backbone import load_backbone
 from vlm.processor import IGNORE_INDEX
 from vlm.unified_model import UnifiedVLM
+from worlds.text_chats import text_conversations
 
 
 def heldout_chats(settings: EvalSettings, backbone: str | None) -> list[list[dict]]:

@@ -1,4 +1,8 @@
-"""Text-only chats whose replies the stock backbone writes itself, so fine-tuning keeps its language."""
+"""Text-only chats whose replies the stock backbone writes itself, so fine-tuning keeps its language.
+
+The training mix takes them with its seeds; the evaluation writes its own with an evaluation
+seed and compares the tuned model's perplexity on them with the stock backbone's.
+"""
 
 from __future__ import annotations
 
