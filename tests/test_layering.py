@@ -1,0 +1,44 @@
+"""The packages' direction (docs/DESIGN.md): each imports only the project packages below it.
+
+Read from the source (every import statement, top-level or inside a function), so the test
+needs no import of the packages themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = {"vlm", "generation", "chat", "worlds", "training", "benchmarks", "app", "tests"}
+
+
+def project_imports(folder: str) -> dict[str, set[str]]:
+    """Project package -> the files under `folder` that import it."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in PROJECT:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize(("folder", "allowed"), [
+    ("vlm", {"vlm"}),
+    ("worlds", {"worlds", "vlm"}),
+    ("generation", {"generation", "vlm"}),
+    ("benchmarks/evaluation", {"benchmarks", "generation", "vlm", "worlds"}),
+])
+def test_a_package_imports_only_what_is_below_it(folder, allowed):
+    imports = project_imports(folder)
+    assert {package: files for package, files in imports.items() if package not in allowed} == {}
