@@ -21,6 +21,7 @@ import json
 import logging
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from transformers import AutoModelForCausalLM
 
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
 from generation.sampling import filter_logits, guide
+from generation.timing import StageTimer
 from vlm.backbone import load_backbone
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_io import tensor_to_pil
@@ -70,16 +72,56 @@ def median_of(function, repeats: int) -> float:
     return statistics.median(function() for _ in range(repeats))
 
 
-def next_scale_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: int, seed: int) -> float:
+def next_scale_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: int, seed: int,
+                             timer: StageTimer | None = None) -> float:
     config = GenerationConfig(force_image=True, max_new_tokens=0, cfg_scale=cfg_scale,
                               residual_steps=residual_steps, seed=seed)
     started = finished = None
-    for event in stream_generate(model, IMAGE_PROMPT, config):
+    for event in stream_generate(model, IMAGE_PROMPT, config, timer=timer):
         if isinstance(event, ImageStarted):
             started = time.perf_counter()
         elif isinstance(event, ImageFinished):
             finished = time.perf_counter()
     return finished - started
+
+
+def image_breakdown(model: UnifiedVLM, cfg_scale: float, residual_steps: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds per stage of one image, timed by the real loop (after a warm-up)."""
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    for seed in range(repeats + 1):
+        timer = StageTimer()
+        next_scale_image_seconds(model, cfg_scale, residual_steps, 1_000 + seed, timer)
+        if seed:
+            for name, seconds in timer.seconds.items():
+                per_stage[name].append(1000 * seconds)
+    return {name: statistics.median(values) for name, values in per_stage.items()}
+
+
+def image_positions(scales: tuple[int, ...], guided: bool) -> tuple[int, int]:
+    """Decoder positions one image feeds: (scale blocks incl. <|image_start|>, over both branches when
+    guided; final block incl. <|image_end|>, conditional only)."""
+    per_branch = 1 + sum(size * size for size in scales)
+    return per_branch * (2 if guided else 1), scales[-1] ** 2 + 1
+
+
+def backbone_matmul_parameters(model: UnifiedVLM) -> int:
+    """Weights a position multiplies through in the decoder layers (not the embeddings or LM head)."""
+    return sum(parameter.numel() for parameter in model.language_model.model.layers.parameters()
+               if parameter.dim() == 2)
+
+
+def matmul_gflops(dtype: torch.dtype, repeats: int = 20) -> float:
+    """A (2048 x 576) @ (576 x 1536) matmul, the backbone's MLP shape, in GFLOP/s: this machine's peak
+    for the work a forward does."""
+    left, right = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    for _ in range(3):
+        torch.mm(left, right)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(left, right)
+        times.append(time.perf_counter() - started)
+    return 2 * 2048 * 576 * 1536 / statistics.median(times) / 1e9
 
 
 @torch.no_grad()
@@ -149,10 +191,15 @@ def hf_text_seconds(stock: AutoModelForCausalLM, prompt_ids: torch.Tensor, token
     return time.perf_counter() - started, output.shape[1] - prompt_ids.shape[1]
 
 
-def run(model: UnifiedVLM, stock: AutoModelForCausalLM, args: argparse.Namespace) -> dict[str, float]:
+def run(model: UnifiedVLM, stock: AutoModelForCausalLM, args: argparse.Namespace) -> dict:
     seeds = iter(range(10_000))
     next_scale = median_of(lambda: next_scale_image_seconds(model, args.cfg_scale, args.residual_steps,
                                                             next(seeds)), args.repeats)
+    breakdown = image_breakdown(model, args.cfg_scale, args.residual_steps, args.repeats)
+    scale_positions, final_positions = image_positions(model.image_tokenizer.config.scales, args.cfg_scale != 1)
+    parameters = backbone_matmul_parameters(model)
+    forward_ms = sum(ms for name, ms in breakdown.items() if name.endswith("forward"))
+    forward_gflop = 2 * parameters * (scale_positions + final_positions) / 1e9
     raster = median_of(lambda: raster_image_seconds(model, args.cfg_scale, args.residual_steps, next(seeds)),
                        args.repeats)
     tokenizer = model.processor.tokenizer
@@ -171,6 +218,11 @@ def run(model: UnifiedVLM, stock: AutoModelForCausalLM, args: argparse.Namespace
         "ms_per_image_raster": 1000 * raster,
         "text_tokens_per_s": statistics.median(ours),
         "hf_generate_tokens_per_s": statistics.median(hf),
+        "image_breakdown_ms": breakdown,
+        "image_forward_positions": scale_positions + final_positions,
+        "image_forward_gflop": forward_gflop,
+        "image_forward_gflops_per_s": forward_gflop / (forward_ms / 1000),
+        "matmul_peak_gflops_per_s": {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)},
     }
 
 
@@ -193,6 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| speed-up of next-scale | {results['ms_per_image_raster'] / results['ms_per_image_next_scale']:.1f}x |")
     print(f"| text tokens/s, our loop | {results['text_tokens_per_s']:.1f} |")
     print(f"| text tokens/s, backbone generate() | {results['hf_generate_tokens_per_s']:.1f} |")
+    breakdown = results["image_breakdown_ms"]
+    total = sum(breakdown.values())
+    print(f"\nwhere one next-scale image's time goes (timed inside the loop; {total:.0f} ms in all):\n")
+    print("| stage | ms | share |\n|---|---|---|")
+    for name, ms in breakdown.items():
+        print(f"| {name} | {ms:.1f} | {ms / total:.0%} |")
+    peaks = results["matmul_peak_gflops_per_s"]
+    print(f"\ndecoder forwards: {results['image_forward_positions']} positions, "
+          f"{results['image_forward_gflop']:.1f} GFLOP of weight matmuls, "
+          f"{results['image_forward_gflops_per_s']:.0f} GFLOP/s achieved; a {2048}x576x1536 matmul on this "
+          f"machine: {peaks['fp32']:.0f} GFLOP/s fp32, {peaks['bf16']:.0f} GFLOP/s bf16")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,7 @@ from generation.events import (
     TextDelta,
 )
 from generation.sampling import filter_logits, guide, penalise_repeats
+from generation.timing import StageTimer
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_io import tensor_to_pil
 from vlm.next_scale import ImageDrawing
@@ -80,8 +82,9 @@ class InterleavedGenerator:
     """Streams `Event`s for one request. Use `stream_generate` unless you need the object."""
 
     def __init__(self, model: UnifiedVLM, config: GenerationConfig, cancel: threading.Event | None = None,
-                 logits_hook: LogitsHook | None = None):
+                 logits_hook: LogitsHook | None = None, timer: StageTimer | None = None):
         self.model = model
+        self.timer = timer
         self.config = config
         self.cancel = cancel
         self.logits_hook = logits_hook
@@ -108,6 +111,10 @@ class InterleavedGenerator:
     def _check_cancel(self) -> None:
         if self._cancelled():
             raise Cancelled
+
+    def _stage(self, name: str) -> AbstractContextManager:
+        """Times a stage when a `StageTimer` was given (benchmarks.speed's breakdown)."""
+        return self.timer(name) if self.timer is not None else nullcontext()
 
     def _hook(self, kind: str, logits: torch.Tensor) -> None:
         if self.logits_hook is not None:
@@ -227,7 +234,7 @@ class InterleavedGenerator:
     def _draw(self, cache: DecodingCache, rows_tensor: torch.Tensor, rows: list[_Row]
               ) -> Iterator[Event]:
         """Draw one image for each of `rows_tensor`; returns their hidden state at `<|image_end|>`."""
-        model, config = self.model, self.config
+        model, config, stage = self.model, self.config, self._stage
         count, num_scales = len(rows_tensor), len(self.scales)
         indices = rows_tensor.tolist()
         for index in indices:
@@ -248,37 +255,47 @@ class InterleavedGenerator:
             if scale_index == 0:
                 chunk = torch.cat([self._text_embeddings(self.image_start_id, count), chunk], dim=1)
                 offsets = torch.tensor([[0, 1]])
-            hidden = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, -size * size:]
-            logits = drawing.code_logits(hidden)
-            self._hook("image", logits)
-            if guided:
-                hidden_unconditional = self._extend_rows(unconditional, chunk, offsets, rows_tensor)[:, -size * size:]
-                ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
-                logits = guide(logits, drawing.code_logits(hidden_unconditional), (config.cfg_scale - 1) * ramp)
-                self._hook("image_guided", logits)
-            temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
-            scores = filter_logits(
-                logits.flatten(0, 1), temperature,
-                int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
-                for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
-            drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
+            with stage(f"scale {scale_index + 1} forward"):
+                hidden = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, -size * size:]
+                if guided:
+                    hidden_unconditional = self._extend_rows(unconditional, chunk, offsets,
+                                                             rows_tensor)[:, -size * size:]
+            with stage("image head"):
+                logits = drawing.code_logits(hidden)
+                logits_unconditional = drawing.code_logits(hidden_unconditional) if guided else None
+            with stage("sampling"):
+                self._hook("image", logits)
+                if guided:
+                    ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
+                    logits = guide(logits, logits_unconditional, (config.cfg_scale - 1) * ramp)
+                    self._hook("image_guided", logits)
+                temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
+                scores = filter_logits(
+                    logits.flatten(0, 1), temperature,
+                    int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
+                    for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
+                drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
             if config.previews:
-                previews = tensor_to_pil(drawing.discrete_pixels())
+                with stage("previews"):
+                    previews = tensor_to_pil(drawing.discrete_pixels())
                 for position, index in enumerate(indices):
                     yield ScalePreview(index, rows[index].images, scale_index, previews[position])
         residual = drawing.no_residual()
         if config.residual_steps > 0:
             self._check_cancel()
-            residual = drawing.sample_residual(hidden, config.residual_steps, self.generator,
-                                               hidden_unconditional if guided else None,
-                                               config.cfg_scale - 1 if guided else 0.0)
-        _, pixels, final_block = drawing.finish(residual)
-        images = tensor_to_pil(pixels)
+            with stage("residual head"):
+                residual = drawing.sample_residual(hidden, config.residual_steps, self.generator,
+                                                   hidden_unconditional if guided else None,
+                                                   config.cfg_scale - 1 if guided else 0.0)
+        with stage("decode pixels"):
+            _, pixels, final_block = drawing.finish(residual)
+            images = tensor_to_pil(pixels)
         codes = drawing.codes
         cache.hide(rows_tensor, scales_start, cache.length)  # the final block and later read the final block only
         chunk = torch.cat([final_block, self._text_embeddings(self.image_end_id, count)], dim=1)
         offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])
-        end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
+        with stage("final block forward"):
+            end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
         for position, index in enumerate(indices):
             row = rows[index]
             with torch.inference_mode(False):  # ordinary tensors, usable in training code afterwards
@@ -291,10 +308,11 @@ class InterleavedGenerator:
 
 
 def stream_generate(model: UnifiedVLM, conversation: list | Sequence[list], config: GenerationConfig | None = None,
-                    cancel: threading.Event | None = None, logits_hook: LogitsHook | None = None
-                    ) -> Iterator[Event]:
+                    cancel: threading.Event | None = None, logits_hook: LogitsHook | None = None,
+                    timer: StageTimer | None = None) -> Iterator[Event]:
     """Stream the reply (or `config.num_sequences` replies) to one conversation, or replies to a
-    list of conversations. Set `cancel` from another thread to stop within one forward."""
+    list of conversations. Set `cancel` from another thread to stop within one forward; pass a
+    `timer` to have the loop's stages timed."""
     config = config or GenerationConfig()
     if conversation and isinstance(conversation[0], dict):
         conversations = [conversation] * config.num_sequences
@@ -304,4 +322,4 @@ def stream_generate(model: UnifiedVLM, conversation: list | Sequence[list], conf
             raise ConversationError("num_sequences applies to one conversation; pass one, or repeat it yourself")
     if not conversations or not all(conversations):
         raise ConversationError("nothing to answer: the conversation is empty")
-    yield from InterleavedGenerator(model, config, cancel, logits_hook).stream(conversations)
+    yield from InterleavedGenerator(model, config, cancel, logits_hook, timer).stream(conversations)

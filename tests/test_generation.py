@@ -16,7 +16,9 @@ import torch
 from generation import Done, GenerationConfig, ImageFinished, ImageStarted, ScalePreview, TextDelta, generate
 from generation.events import CANCELLED, END_OF_TURN, MAX_IMAGES, MAX_TOKENS, STOP_STRING
 from generation.loop import stream_generate
+from generation.reply import collect
 from generation.sampling import guide
+from generation.timing import StageTimer
 from tests.tiny_vlm import perturbed, tiny_model
 from vlm.processor import ConversationError
 from vlm.tokenizer import HybridTokens
@@ -235,3 +237,16 @@ def test_returned_tokens_are_ordinary_tensors_usable_for_training(model):
     weight = torch.ones(1, requires_grad=True)
     (tokens.residual * weight).sum().backward()  # would fail for inference-mode tensors
     assert weight.grad is not None
+
+
+def test_the_stage_timer_sees_every_stage_and_changes_nothing(model):
+    config = GenerationConfig(seed=3, force_image=True, max_new_tokens=0, cfg_scale=3.0)
+    timer = StageTimer()
+    timed = collect(stream_generate(model, CHAT, config, timer=timer))[0]
+    plain = generate(model, CHAT, config)[0]
+    assert np.array_equal(np.asarray(timed.images[0]), np.asarray(plain.images[0]))
+    scales = model.image_tokenizer.config.scales
+    expected = {f"scale {index + 1} forward" for index in range(len(scales))} | {
+        "image head", "sampling", "residual head", "decode pixels", "final block forward"}
+    assert expected <= set(timer.seconds) and all(timer.seconds[name] > 0 for name in expected)
+    assert timer.calls["image head"] == len(scales)
