@@ -31,7 +31,6 @@ from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta,
 from generation.sampling import filter_logits, guide
 from generation.timing import StageTimer
 from vlm.backbone import load_backbone
-from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_io import tensor_to_pil
 from vlm.tokenizer import CheckpointError
 from vlm.unified_model import UnifiedVLM
@@ -133,13 +132,13 @@ def raster_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: in
     codebook = model.image_tokenizer.quantizer.codebook.weight
     _, cache = model.start_decoding(processor(IMAGE_PROMPT, add_generation_prompt=True))
     started = time.perf_counter()
-    unconditional = empty_cache(1, model.device)
-    unconditional.next_position, unconditional.next_block = cache.next_position.clone(), cache.next_block.clone()
-    caches: list[DecodingCache] = [cache, unconditional] if cfg_scale != 1 else [cache]
-    one = torch.zeros(1, 1, dtype=torch.long)
-    start_id = torch.tensor([[processor.image_start_id]])
-    for branch in caches:
-        model.extend(branch, model.language_model.get_input_embeddings()(start_id), one)
+    guided = cfg_scale != 1
+    if guided:  # the unconditional branch as a blind second row of the same forwards, as in the loop
+        cache.add_blind_rows(torch.tensor([0]))
+    rows = cache.batch_size
+    one = torch.zeros(rows, 1, dtype=torch.long)
+    start_id = torch.full((rows, 1), processor.image_start_id)
+    model.extend(cache, model.text_embeddings(start_id), one)
     places = []
     for level, size in enumerate(scales):
         centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
@@ -149,16 +148,17 @@ def raster_image_seconds(model: UnifiedVLM, cfg_scale: float, residual_steps: in
     next_input = embedder.start[None, None] + places[0]
     last_hidden = []
     for index in range(places.shape[0]):
-        hidden = [model.extend(branch, next_input, one) for branch in caches]
-        logits = model.image_head(hidden[0][:, -1])
-        if len(hidden) == 2:
-            logits = guide(logits, model.image_head(hidden[1][:, -1]), (cfg_scale - 1) * index / places.shape[0])
+        hidden = model.extend(cache, next_input.expand(rows, -1, -1), one)[:, -1]
+        logits = model.image_head(hidden)
+        if guided:
+            logits = guide(logits[:1], logits[1:], (cfg_scale - 1) * index / places.shape[0])
         scores = filter_logits(logits, 1.0, 0, 1.0)
         code = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
         if index >= places.shape[0] - scales[-1] ** 2:
-            last_hidden.append((hidden[0][0, -1], hidden[-1][0, -1], code))
+            last_hidden.append((hidden[0], hidden[-1], code))
         if index + 1 < places.shape[0]:
             next_input = (embedder.content(codebook[code]) + places[index + 1])[None]
+    cache.drop_rows_from(1)
     # The rest is the same work as the next-scale path: residual head, decode, final block.
     side = scales[-1]
     codes = torch.stack([code for _, _, code in last_hidden]).view(1, side, side)

@@ -3,9 +3,10 @@
 Text is sampled a token per forward. When a row samples `<|image_start|>` (or the caller
 forces an image), it draws an image by next-scale prediction: one forward per scale over
 the KV cache, every position of a scale sampled at once, guided by an unconditional
-branch with its own cache; then the residual head adds the continuous residual, the
-tokenizer decodes pixels, and the finished latent goes back in as the image's final
-block followed by `<|image_end|>`, so the text that follows sees the whole image.
+branch (extra rows of the same cache, fed in the same forwards); then the residual head
+adds the continuous residual, the tokenizer decodes pixels, and the finished latent goes
+back in as the image's final block followed by `<|image_end|>`, so the text that follows
+sees the whole image.
 
 Rows of a batch (n answers to one prompt, or several prompts) run in lockstep: a row that
 is drawing while another writes text feeds nothing in the other's forward (its slot is
@@ -38,7 +39,7 @@ from generation.events import (
 )
 from generation.sampling import filter_logits, guide, penalise_repeats
 from generation.timing import StageTimer
-from vlm.decoding_cache import DecodingCache, empty_cache
+from vlm.decoding_cache import DecodingCache
 from vlm.image_io import tensor_to_pil
 from vlm.next_scale import ImageDrawing
 from vlm.processor import ConversationError
@@ -240,52 +241,53 @@ class InterleavedGenerator:
         for index in indices:
             yield ImageStarted(index, rows[index].images)
         guided = config.cfg_scale != 1.0
-        unconditional = None
+        batch = cache.batch_size
+        feed = rows_tensor
         if guided:
-            # Nothing before <|image_start|> is visible to this branch, as under condition dropout in training.
-            unconditional = empty_cache(cache.batch_size, model.device)
-            unconditional.next_position = cache.next_position.clone()
-            unconditional.next_block = cache.next_block.clone()
+            # The unconditional branch: extra rows of the same cache that see nothing before their
+            # <|image_start|> (as under condition dropout in training), fed in the same forwards.
+            feed = torch.cat([rows_tensor, cache.add_blind_rows(rows_tensor)])
         drawing = ImageDrawing(model, count)
         scales_start = cache.length + 1  # the first scale block's column, just after <|image_start|>
-        for scale_index, size in enumerate(self.scales):
-            self._check_cancel()
-            chunk = drawing.block_inputs()
-            offsets = torch.zeros(1, size * size, dtype=torch.long)
-            if scale_index == 0:
-                chunk = torch.cat([self._text_embeddings(self.image_start_id, count), chunk], dim=1)
-                offsets = torch.tensor([[0, 1]])
-            with stage(f"scale {scale_index + 1} forward"):
-                hidden = self._extend_rows(cache, chunk, offsets, rows_tensor)[:, -size * size:]
-                if guided:
-                    hidden_unconditional = self._extend_rows(unconditional, chunk, offsets,
-                                                             rows_tensor)[:, -size * size:]
-            with stage("image head"):
-                logits = drawing.code_logits(hidden)
-                logits_unconditional = drawing.code_logits(hidden_unconditional) if guided else None
-            with stage("sampling"):
-                self._hook("image", logits)
-                if guided:
-                    ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
-                    logits = guide(logits, logits_unconditional, (config.cfg_scale - 1) * ramp)
-                    self._hook("image_guided", logits)
-                temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
-                scores = filter_logits(
-                    logits.flatten(0, 1), temperature,
-                    int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
-                    for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
-                drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
-            if config.previews:
-                with stage("previews"):
-                    previews = tensor_to_pil(drawing.discrete_pixels())
-                for position, index in enumerate(indices):
-                    yield ScalePreview(index, rows[index].images, scale_index, previews[position])
+        try:
+            for scale_index, size in enumerate(self.scales):
+                self._check_cancel()
+                chunk = drawing.block_inputs()
+                offsets = torch.zeros(1, size * size, dtype=torch.long)
+                if scale_index == 0:
+                    chunk = torch.cat([self._text_embeddings(self.image_start_id, count), chunk], dim=1)
+                    offsets = torch.tensor([[0, 1]])
+                with stage(f"scale {scale_index + 1} forward"):
+                    both = self._extend_rows(cache, chunk.repeat(len(feed) // count, 1, 1), offsets, feed)
+                    hidden = both[:, -size * size:]
+                with stage("image head"):
+                    logits_both = drawing.code_logits(hidden)
+                with stage("sampling"):
+                    logits = logits_both[:count]
+                    self._hook("image", logits)
+                    if guided:
+                        ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
+                        logits = guide(logits, logits_both[count:], (config.cfg_scale - 1) * ramp)
+                        self._hook("image_guided", logits)
+                    temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
+                    scores = filter_logits(
+                        logits.flatten(0, 1), temperature,
+                        int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
+                        for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
+                    drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
+                if config.previews:
+                    with stage("previews"):
+                        previews = tensor_to_pil(drawing.discrete_pixels())
+                    for position, index in enumerate(indices):
+                        yield ScalePreview(index, rows[index].images, scale_index, previews[position])
+        finally:
+            cache.drop_rows_from(batch)
         residual = drawing.no_residual()
         if config.residual_steps > 0:
             self._check_cancel()
             with stage("residual head"):
-                residual = drawing.sample_residual(hidden, config.residual_steps, self.generator,
-                                                   hidden_unconditional if guided else None,
+                residual = drawing.sample_residual(hidden[:count], config.residual_steps, self.generator,
+                                                   hidden[count:] if guided else None,
                                                    config.cfg_scale - 1 if guided else 0.0)
         with stage("decode pixels"):
             _, pixels, final_block = drawing.finish(residual)

@@ -20,6 +20,7 @@ from generation.reply import collect
 from generation.sampling import guide
 from generation.timing import StageTimer
 from tests.tiny_vlm import perturbed, tiny_model
+from vlm.decoding_cache import empty_cache
 from vlm.processor import ConversationError
 from vlm.tokenizer import HybridTokens
 
@@ -237,6 +238,30 @@ def test_returned_tokens_are_ordinary_tensors_usable_for_training(model):
     weight = torch.ones(1, requires_grad=True)
     (tokens.residual * weight).sum().backward()  # would fail for inference-mode tensors
     assert weight.grad is not None
+
+
+def test_blind_rows_see_only_what_they_are_fed_like_a_cache_of_their_own(model):
+    """Guidance's unconditional branch rides in the conditional rows' forward as blind rows;
+    they must compute what a separate, empty cache at the same position computes."""
+    batch = model.processor([CHAT, CHAT[:1] + [{"role": "assistant", "content": "Sure."},
+                                               {"role": "user", "content": "Another one."}]],
+                            add_generation_prompt=True)
+    chunk = torch.randn(1, 5, model.config.residual_head.condition_channels)
+    offsets = torch.zeros(1, 5, dtype=torch.long)
+    with torch.no_grad():
+        _, cache = model.start_decoding(batch)
+        separate = empty_cache(cache.batch_size, model.device)
+        separate.next_position, separate.next_block = cache.next_position.clone(), cache.next_block.clone()
+        expected = model.extend(separate.select(torch.tensor([1])), chunk, offsets)
+        before = cache.length
+        blind = cache.add_blind_rows(torch.tensor([1]))
+        assert blind.tolist() == [2] and cache.batch_size == 3
+        hidden = model.extend(cache, chunk.expand(3, -1, -1), offsets.expand(3, -1))
+        torch.testing.assert_close(hidden[2], expected[0], rtol=0, atol=1e-5)
+        assert not torch.allclose(hidden[1], hidden[2], atol=1e-3)  # the row itself still sees its prompt
+        cache.drop_rows_from(2)
+    assert cache.batch_size == 2 and cache.length == before + 5
+    assert all(layer.keys.shape[0] == 2 for layer in cache.past.layers)
 
 
 def test_the_stage_timer_sees_every_stage_and_changes_nothing(model):

@@ -70,6 +70,27 @@ class DecodingCache:
         return DecodingCache(past, self.key_blocks[rows].clone(), self.key_visible[rows].clone(),
                              self.next_position[rows].clone(), self.next_block[rows].clone())
 
+    def add_blind_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Append one row per entry of `rows` that continues from the same position but sees none
+        of the cached keys: classifier-free guidance's unconditional branch, fed in the same
+        forward as the conditional rows (one batch of two instead of two forwards). Returns the
+        new rows' indices; `drop_rows_from` removes them again."""
+        batch = self.batch_size
+        index = torch.cat([torch.arange(batch, device=rows.device), rows])
+        self.past.batch_select_indices(index)
+        self.key_blocks = self.key_blocks[index]
+        self.key_visible = torch.cat([self.key_visible, torch.zeros_like(self.key_visible[rows])])
+        self.next_position = self.next_position[index]
+        self.next_block = self.next_block[index]
+        return torch.arange(batch, batch + len(rows), device=rows.device)
+
+    def drop_rows_from(self, batch: int) -> None:
+        """Keep rows 0..batch-1 only (undoes `add_blind_rows`)."""
+        keep = torch.arange(batch, device=self.key_blocks.device)
+        self.past.batch_select_indices(keep)
+        self.key_blocks, self.key_visible = self.key_blocks[:batch], self.key_visible[:batch]
+        self.next_position, self.next_block = self.next_position[:batch], self.next_block[:batch]
+
     def hide(self, rows: torch.Tensor, start: int, end: int) -> None:
         """`rows` no longer see keys `start:end` (an image's scale blocks once its last scale is drawn)."""
         self.key_visible[rows, start:end] = False
