@@ -1,6 +1,6 @@
 """Can the training recipe memorise a handful of drawings? The fast judge of every recipe change.
 
-    python -m benchmarks.overfit [--images 16] [--steps 100] [--tokenizer PATH] [--json PATH] [TRAIN FLAGS]
+    python -m benchmarks.overfit [--images 16] [--steps 165] [--tokenizer PATH] [--json PATH] [TRAIN FLAGS]
 
 Builds N seeded single-shape drawing conversations ("Draw a small red triangle at the
 bottom." -> "Here it is:" + the render), trains a fresh model on them with the real
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16, help="drawings to memorise (distinct single shapes)")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the training run")
+    parser.add_argument("--steps", type=int, default=165,
+                        help="optimizer steps of the training run (165 of batch 8: 20-25 min on 2 cores in bf16)")
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per step")
     parser.add_argument("--warmup-steps", type=int, default=10, help="learning-rate warm-up steps")
     parser.add_argument("--tokenizer", type=str, default=None,
