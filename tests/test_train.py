@@ -18,7 +18,7 @@ from training import data as data_cli
 from training.build_data import main as build_main
 from training.data import DataError, load_jsonl, read_jsonl
 from training.residual_updates import update_residual_head
-from training.train import TrainConfig, build_model
+from training.train import TrainConfig, build_model, parse_args
 from training.train import main as train_main
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.unified_model import UnifiedVLM
@@ -156,6 +156,45 @@ def test_bad_training_inputs_are_named(tiny_parts, tmp_path):
     config.write_text("data: x.jsonl\nlearning_rat: 1\n")
     with pytest.raises(ValueError, match="learning_rat"):
         train_main(["--config", str(config), "--output-dir", str(tmp_path / "o")])
+
+
+def test_a_config_file_takes_the_flags_as_keys_and_flags_override_it(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("data: a.jsonl\noutput_dir: out\nsteps: 7\nlearning_rate: 1e-3\nsample_every_checkpoint: false\n")
+    config = parse_args(["--config", str(run), "--steps", "9"])
+    assert (config.data, config.output_dir, config.steps) == ("a.jsonl", "out", 9)
+    assert config.learning_rate == 1e-3  # YAML reads 1e-3 as text; it is parsed as the flag would be
+    assert config.sample_every_checkpoint is False and config.image_input_norm is False
+    flipped = parse_args(["--config", str(run), "--sample-every-checkpoint", "--image-input-norm"])
+    assert flipped.sample_every_checkpoint is True and flipped.image_input_norm is True
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps({"data": "b.jsonl", "output_dir": "o", "sample_every_checkpoint": True}))
+    assert parse_args(["--config", str(as_json), "--no-sample-every-checkpoint"]).sample_every_checkpoint is False
+    assert parse_args(["--data", "c.jsonl", "--output-dir", "o"]) == TrainConfig(data="c.jsonl", output_dir="o")
+
+
+def test_a_config_file_with_unknown_keys_is_refused_naming_them_and_the_known_ones(tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"data": "a.jsonl", "stpes": 3, "learning_rat": 1}))
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rat', 'stpes'\]; known keys are \[.*'steps'"):
+        parse_args(["--config", str(run)])
+    run.write_text("- data\n")
+    with pytest.raises(ValueError, match="maps flag names"):
+        parse_args(["--config", str(run)])
+
+
+def test_missing_settings_and_bad_choices_stop_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "a.jsonl"])
+    assert "--output-dir is required (on the command line or in --config)" in capsys.readouterr().err
+    run = tmp_path / "run.yaml"
+    run.write_text("data: a.jsonl\noutput_dir: o\nmixed_precision: fp16\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(run)])
+    assert "--mixed-precision must be one of ['auto', 'no', 'bf16'], got 'fp16'" in capsys.readouterr().err
+    assert parse_args(["--config", str(run), "--mixed-precision", "no"]).mixed_precision == "no"
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "a.jsonl", "--output-dir", "o", "--mixed-precision", "fp16"])
 
 
 class _Payload:

@@ -14,7 +14,6 @@ their plot, OUTPUT/samples/ images generated at each checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -22,8 +21,9 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.cli import parse_config
 from training.data import DataError, load_jsonl
 from training.residual_updates import update_residual_head
 from training.run_log import append_row, resume_log
@@ -70,23 +71,11 @@ class TrainConfig:
     min_learning_rate_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # "auto", "no" or "bf16"
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     checkpoint_every: int = 200
     log_every: int = 10
     sample_every_checkpoint: bool = True
     seed: int = 0
-
-    @classmethod
-    def from_file(cls, path: Path) -> dict:
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"cannot read training config {path}: {error}") from error
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
-        return values
 
 
 HELP = {
@@ -130,30 +119,8 @@ HELP = {
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML or JSON file whose keys are the flags below (with _ for -); flags override it")
-    for field in fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{HELP[field.name]} (default: {default})")
-        else:
-            annotation = str(field.type)  # a string under `from __future__ import annotations`
-            kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
-            parser.add_argument(flag, type=kind, default=None, help=f"{HELP[field.name]} (default: {default})")
-    args = parser.parse_args(argv)
-    values = TrainConfig.from_file(args.config) if args.config else {}
-    values |= {name: value for name, value in vars(args).items() if name != "config" and value is not None}
-    config = TrainConfig(**values)
-    if not config.data or not config.output_dir:
-        parser.error("--data and --output-dir are required (on the command line or in --config)")
-    if config.mixed_precision not in ("auto", "no", "bf16"):
-        parser.error(f"--mixed-precision must be 'auto', 'no' or 'bf16', got {config.mixed_precision!r}")
-    return config
+    return parse_config(TrainConfig, HELP, argv, prog="python -m training.train", doc=__doc__,
+                        required=("data", "output_dir"))
 
 
 class MixedConversations:
