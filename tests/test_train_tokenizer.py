@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from tests.conftest import tiny_tokenizer_config
 from training.state_io import StateError
-from training.train_tokenizer import ResumableBatchSampler, main
+from training.tokenizer_data import ResumableBatchSampler
+from training.train_tokenizer import main
 from vlm.tokenizer import HybridTokenizer
 
 

@@ -37,19 +37,17 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from training.codebook_kmeans import kmeans_codebook
-from training.image_folder import ImageFolderDataset
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import StateError, has_state, load_state, restore_rng, rng_state, save_state
+from training.tokenizer_data import ResumableBatchSampler, build_dataset
 from vlm.files import recover, swap_in
 from vlm.image_metrics import psnr
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
-from worlds.image_sets import PhotoCrops, SyntheticRenders
-from worlds.openmoji import OpenMojiDataset
 
 logger = logging.getLogger(__name__)
 
@@ -122,36 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class ResumableBatchSampler(Sampler):
-    """Endless shuffled batches whose order is a function of (seed, step): resuming at step s
-    yields exactly the batches an uninterrupted run would have seen from step s on."""
-
-    def __init__(self, dataset_size: int, batch_size: int, seed: int, start_step: int,
-                 process_index: int = 0, num_processes: int = 1):
-        if dataset_size < batch_size * num_processes:
-            raise ValueError(
-                f"the dataset has {dataset_size} images, fewer than one global batch "
-                f"({batch_size} x {num_processes} processes); lower --batch-size"
-            )
-        self.dataset_size = dataset_size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.start_step = start_step
-        self.process_index = process_index
-        self.num_processes = num_processes
-
-    def __iter__(self):
-        global_batch = self.batch_size * self.num_processes
-        batches_per_epoch = self.dataset_size // global_batch
-        step = self.start_step
-        while True:
-            epoch, position = divmod(step, batches_per_epoch)
-            order = torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.seed + epoch))
-            start = position * global_batch + self.process_index * self.batch_size
-            yield order[start:start + self.batch_size].tolist()
-            step += 1
-
-
 @dataclass
 class TrainingState:
     """The loop's own counters, saved with the checkpoint."""
@@ -194,21 +162,6 @@ def load_checkpoint(checkpoint: Path, model: HybridTokenizer, average: AveragedM
     state.code_counts = saved["code_counts"]
     state.restarted_codes = int(saved.get("restarted_codes", 0))
     restore_rng(saved["rng"])
-
-
-def build_dataset(args: argparse.Namespace, image_size: int, split: str) -> Dataset:
-    if args.data == "openmoji":
-        dataset = OpenMojiDataset(split, image_size, args.heldout_percent)
-    else:
-        dataset = ImageFolderDataset(args.data, image_size)
-    if split != "train":
-        return dataset
-    extra = [ImageFolderDataset(folder, image_size) for folder in args.extra_data]
-    if args.renders:
-        extra.append(SyntheticRenders(args.renders, image_size, seed=args.seed))
-    if args.photos:
-        extra.append(PhotoCrops("train", args.photos, image_size, seed=args.seed))
-    return ConcatDataset([dataset, *extra]) if extra else dataset
 
 
 def trainable_parameters(model: HybridTokenizer, freeze_encoder: bool) -> list[torch.nn.Parameter]:
