@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from PIL import Image, ImageDraw
 from tests.conftest import tiny_tokenizer_config
 from training.state_io import StateError
 from training.tokenizer_data import ResumableBatchSampler
-from training.train_tokenizer import main
+from training.train_tokenizer import TokenizerTrainConfig, main, parse_args
 from vlm.tokenizer import HybridTokenizer
 
 
@@ -161,9 +163,57 @@ def test_a_bad_config_file_is_reported(image_folder, tmp_path):
         run_training(image_folder, config, tmp_path / "run", 2)
 
 
-def test_help_explains_every_flag():
+FLAGS = {  # every flag the tokenizer trainer has had, with its default
+    "--data": "openmoji", "--extra-data": "[]", "--renders": "0", "--photos": "0", "--kmeans-images": "2048",
+    "--config": "None", "--init": "None", "--freeze-encoder": "False", "--image-size": "None", "--steps": "20000",
+    "--batch-size": "32", "--learning-rate": "0.0003", "--warmup-steps": "500", "--min-learning-rate-ratio": "0.1",
+    "--ema-decay": "0.999", "--weight-decay": "0.0", "--discrete-path-probability": "0.5", "--vq-weight": "1.0",
+    "--dead-code-restart-every": "200", "--horizontal-flip": "True", "--mixed-precision": "no",
+    "--heldout-percent": "10.0", "--eval-every": "1000", "--checkpoint-every": "1000", "--log-every": "50",
+    "--num-workers": "0", "--seed": "0",
+}
+
+
+def test_help_explains_every_flag_with_its_default():
     result = subprocess.run([sys.executable, "-m", "training.train_tokenizer", "--help"],
                             capture_output=True, text=True, check=True)
-    for flag in ("--data", "--output-dir", "--steps", "--discrete-path-probability", "--mixed-precision",
-                 "--dead-code-restart-every", "--init", "--freeze-encoder", "--extra-data"):
-        assert flag in result.stdout
+    options = result.stdout.split("options:", 1)[1]
+    entries = {}  # flag -> its help text
+    for entry in re.split(r"\n  (?=--)", options):
+        entries[entry.split()[0].rstrip(",")] = " ".join(entry.split())
+    for flag, default in FLAGS.items():
+        assert f"(default: {default})" in entries[flag], flag
+    assert "(required)" in entries["--output-dir"]
+    assert "TokenizerConfig" in entries["--config"] and "--no-horizontal-flip" in entries["--horizontal-flip"]
+    assert "YAML or JSON file whose keys are the flags" in entries["--run-config"]
+
+
+def test_a_run_config_file_sets_the_flags_and_flags_override_it(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text("output_dir: runs/x\nconfig: tiny.json\nsteps: 5\nlearning_rate: 1e-3\n"
+                   "extra_data: [a, b]\nhorizontal_flip: false\n")
+    args = parse_args(["--run-config", str(run), "--steps", "7"])
+    assert (args.output_dir, args.config) == (Path("runs/x"), Path("tiny.json"))
+    assert (args.steps, args.learning_rate) == (7, 1e-3)
+    assert args.extra_data == [Path("a"), Path("b")] and args.horizontal_flip is False
+    again = parse_args(["--run-config", str(run), "--extra-data", "c", "--extra-data", "d", "--horizontal-flip"])
+    assert again.extra_data == [Path("c"), Path("d")] and again.horizontal_flip is True
+    # --config keeps its meaning, the tokenizer's architecture; without a file the defaults are the old ones
+    plain = parse_args(["--output-dir", "o", "--config", "t.json", "--freeze-encoder"])
+    assert plain == TokenizerTrainConfig(output_dir=Path("o"), config=Path("t.json"), freeze_encoder=True)
+    run.write_text("output_dir: o\nbatchsize: 4\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['batchsize'\]; known keys are \[.*'batch_size'"):
+        parse_args(["--run-config", str(run)])
+    with pytest.raises(SystemExit):
+        parse_args(["--steps", "3"])
+    assert "--output-dir is required (on the command line or in --run-config)" in capsys.readouterr().err
+
+
+def test_a_run_from_a_run_config_file(image_folder, tiny_config_file, tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"data": str(image_folder), "config": str(tiny_config_file),
+                               "output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4,
+                               "log_every": 1, "mixed_precision": "no"}))
+    main(["--run-config", str(run), "--steps", "3"])
+    assert [int(row["step"]) for row in read_log(tmp_path / "run")] == [1, 2, 3]
+    assert HybridTokenizer.from_pretrained(tmp_path / "run" / "tokenizer").config == tiny_tokenizer_config()

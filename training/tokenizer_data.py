@@ -8,7 +8,7 @@ batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
@@ -17,8 +17,11 @@ from training.image_folder import ImageFolderDataset
 from worlds.image_sets import PhotoCrops, SyntheticRenders
 from worlds.openmoji import OpenMojiDataset
 
+if TYPE_CHECKING:
+    from training.train_tokenizer import TokenizerTrainConfig
 
-def build_dataset(args: argparse.Namespace, image_size: int, split: str) -> Dataset:
+
+def build_dataset(args: TokenizerTrainConfig, image_size: int, split: str) -> Dataset:
     """The trainer's `split` ("train" or "heldout"): OpenMoji's or a folder's images, and for
     training also the --extra-data folders, --renders and --photos its flags ask for."""
     if args.data == "openmoji":

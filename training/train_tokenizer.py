@@ -1,4 +1,4 @@
-"""Train the hybrid image tokenizer (recipe: set up, train, checkpoint, save).
+r"""Train the hybrid image tokenizer (recipe: set up, train, checkpoint, save).
 
     python -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer --steps 20000
     accelerate launch -m training.train_tokenizer --data openmoji --output-dir runs/tokenizer
@@ -9,6 +9,11 @@
     python -m training.train_tokenizer --init vlm/pretrained/tokenizer --freeze-encoder \
         --extra-data data/default/images/shapes --extra-data data/default/images/steps \
         --output-dir runs/tokenizer_decoder --steps 600
+    # the same flags as the keys of a YAML/JSON file (flags override it):
+    python -m training.train_tokenizer --run-config my_run.yaml --steps 8000
+
+Here `--config` is the tokenizer's architecture (a `TokenizerConfig` JSON), so a file of
+this trainer's own settings is `--run-config` (`--config` in `training.train`).
 
 As in HART, each batch is decoded through one of two paths picked at random: the hybrid
 path (the exact continuous latent, i.e. a plain autoencoder) or the discrete-only path
@@ -23,13 +28,13 @@ optimizer, scheduler, RNG, step, code-usage counts; safetensors + JSON, no pickl
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +45,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from training.cli import parse_config
 from training.codebook_kmeans import kmeans_codebook
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
@@ -52,72 +58,87 @@ from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.train_tokenizer",
-        description="Train the hybrid image tokenizer. Re-running with the same --output-dir resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--data", default="openmoji",
-                        help="'openmoji' for the OpenMoji wheel's training split, or a folder of your own images")
-    parser.add_argument("--extra-data", type=Path, action="append", default=[], metavar="FOLDER",
-                        help="another folder of images (searched recursively) added to the training images; "
-                             "repeatable, e.g. data/default/images/shapes and data/default/images/steps")
-    parser.add_argument("--renders", type=int, default=0, metavar="N",
-                        help="add N seeded renders of the project's own worlds (shapes scenes, step-by-step "
-                             "drawings, blank canvases) to the training images")
-    parser.add_argument("--photos", type=int, default=0, metavar="N",
-                        help="add N seeded random crops of the photographs bundled in scikit-image and matplotlib "
-                             "(training photos only; held-out photos are scored by benchmarks.tokenizer)")
-    parser.add_argument("--kmeans-images", type=int, default=2048,
-                        help="when the codebook is new (a fresh model, or --init with a --config of another "
-                             "codebook size or look-up), set it by k-means on the looked-up vectors of this many "
-                             "training images before step 1 (0: keep the random codebook)")
-    parser.add_argument("--output-dir", required=True, type=Path,
-                        help="folder for checkpoint/, tokenizer/ and log.csv; an existing checkpoint there is resumed")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="tokenizer config JSON (fields of vlm.tokenizer.TokenizerConfig); default: stock config")
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start from this save_pretrained folder instead of random weights (fine-tuning); "
-                             "with --config, grow it into that config's deeper encoder/decoder "
-                             "(new blocks start as the identity) or change its look-up, padding or codebook size")
-    parser.add_argument("--freeze-encoder", action="store_true",
-                        help="train the decoder only: the encoder, quantizer and codebook stay as --init left them, "
-                             "so codes and residuals are unchanged and a model trained on this tokenizer stays "
-                             "valid; use it to adapt the decoder to new images (needs --init)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="override the config's image size (e.g. 256 on a GPU); the last scale must still fit")
-    parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps of the run")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step on each process")
-    parser.add_argument("--learning-rate", type=float, default=3e-4, help="peak AdamW learning rate")
-    parser.add_argument("--warmup-steps", type=int, default=500, help="linear warm-up steps before cosine decay")
-    parser.add_argument("--min-learning-rate-ratio", type=float, default=0.1,
-                        help="the cosine decay ends at this fraction of the peak learning rate")
-    parser.add_argument("--ema-decay", type=float, default=0.999,
-                        help="decay of the exponential moving average of the weights; the saved tokenizer and the "
-                             "held-out scores use the average, which is steadier than the last step's weights")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    parser.add_argument("--discrete-path-probability", type=float, default=0.5,
-                        help="chance that a batch is decoded from the discrete codes only (HART uses 0.5)")
-    parser.add_argument("--vq-weight", type=float, default=1.0, help="weight of the codebook + commitment loss")
-    parser.add_argument("--dead-code-restart-every", type=int, default=200,
-                        help="every this many steps, codes unused since the last restart are moved onto "
-                             "latent vectors of the current batch (0 disables)")
-    parser.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=True,
-                        help="mirror a random half of each batch (augmentation; off for data where left/right matter)")
-    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                        help="autocast precision for the convolutions; the quantizer always runs in fp32. "
-                             "bf16 pays off only where the hardware has bf16 units (GPUs, AMX/AVX512-BF16 CPUs): "
-                             "on an AVX2 CPU a bf16 step is ~12x slower than fp32")
-    parser.add_argument("--heldout-percent", type=float, default=10.0,
-                        help="share of OpenMoji emoji groups held out for evaluation")
-    parser.add_argument("--eval-every", type=int, default=1000,
-                        help="steps between held-out PSNR evaluations (OpenMoji only)")
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    parser.add_argument("--log-every", type=int, default=50, help="steps between log.csv rows")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights, data order and path choice")
-    return parser.parse_args(argv)
+@dataclass
+class TokenizerTrainConfig:
+    data: str = "openmoji"
+    extra_data: list[Path] = field(default_factory=list, metadata={"metavar": "FOLDER"})
+    renders: int = field(default=0, metadata={"metavar": "N"})
+    photos: int = field(default=0, metadata={"metavar": "N"})
+    kmeans_images: int = 2048
+    output_dir: Path | None = None
+    config: Path | None = None  # the tokenizer's architecture, not a file of these settings (that is --run-config)
+    init: Path | None = None
+    freeze_encoder: bool = False
+    image_size: int | None = None
+    steps: int = 20000
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    warmup_steps: int = 500
+    min_learning_rate_ratio: float = 0.1
+    ema_decay: float = 0.999
+    weight_decay: float = 0.0
+    discrete_path_probability: float = 0.5
+    vq_weight: float = 1.0
+    dead_code_restart_every: int = 200
+    horizontal_flip: bool = True
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    heldout_percent: float = 10.0
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    num_workers: int = 0
+    seed: int = 0
+
+
+HELP = {
+    "data": "'openmoji' for the OpenMoji wheel's training split, or a folder of your own images",
+    "extra_data": "another folder of images (searched recursively) added to the training images; "
+                  "repeatable, e.g. data/default/images/shapes and data/default/images/steps",
+    "renders": "add N seeded renders of the project's own worlds (shapes scenes, step-by-step "
+               "drawings, blank canvases) to the training images",
+    "photos": "add N seeded random crops of the photographs bundled in scikit-image and matplotlib "
+              "(training photos only; held-out photos are scored by benchmarks.tokenizer)",
+    "kmeans_images": "when the codebook is new (a fresh model, or --init with a --config of another "
+                     "codebook size or look-up), set it by k-means on the looked-up vectors of this many "
+                     "training images before step 1 (0: keep the random codebook)",
+    "output_dir": "folder for checkpoint/, tokenizer/ and log.csv; an existing checkpoint there is resumed",
+    "config": "tokenizer config JSON (fields of vlm.tokenizer.TokenizerConfig); default: stock config",
+    "init": "start from this save_pretrained folder instead of random weights (fine-tuning); "
+            "with --config, grow it into that config's deeper encoder/decoder "
+            "(new blocks start as the identity) or change its look-up, padding or codebook size",
+    "freeze_encoder": "train the decoder only: the encoder, quantizer and codebook stay as --init left them, "
+                      "so codes and residuals are unchanged and a model trained on this tokenizer stays "
+                      "valid; use it to adapt the decoder to new images (needs --init)",
+    "image_size": "override the config's image size (e.g. 256 on a GPU); the last scale must still fit",
+    "steps": "total optimizer steps of the run",
+    "batch_size": "images per step on each process",
+    "learning_rate": "peak AdamW learning rate",
+    "warmup_steps": "linear warm-up steps before cosine decay",
+    "min_learning_rate_ratio": "the cosine decay ends at this fraction of the peak learning rate",
+    "ema_decay": "decay of the exponential moving average of the weights; the saved tokenizer and the "
+                 "held-out scores use the average, which is steadier than the last step's weights",
+    "weight_decay": "AdamW weight decay",
+    "discrete_path_probability": "chance that a batch is decoded from the discrete codes only (HART uses 0.5)",
+    "vq_weight": "weight of the codebook + commitment loss",
+    "dead_code_restart_every": "every this many steps, codes unused since the last restart are moved onto "
+                               "latent vectors of the current batch (0 disables)",
+    "horizontal_flip": "mirror a random half of each batch (augmentation; off for data where left/right matter)",
+    "mixed_precision": "autocast precision for the convolutions; the quantizer always runs in fp32. "
+                       "bf16 pays off only where the hardware has bf16 units (GPUs, AMX/AVX512-BF16 CPUs): "
+                       "on an AVX2 CPU a bf16 step is ~12x slower than fp32",
+    "heldout_percent": "share of OpenMoji emoji groups held out for evaluation",
+    "eval_every": "steps between held-out PSNR evaluations (OpenMoji only)",
+    "checkpoint_every": "steps between checkpoints",
+    "log_every": "steps between log.csv rows",
+    "num_workers": "DataLoader worker processes",
+    "seed": "seed for weights, data order and path choice",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> TokenizerTrainConfig:
+    # --config already names the tokenizer's architecture JSON here, so the settings file is --run-config.
+    return parse_config(TokenizerTrainConfig, HELP, argv, prog="python -m training.train_tokenizer", doc=__doc__,
+                        file_flag="--run-config", required=("output_dir",))
 
 
 @dataclass
