@@ -4,7 +4,7 @@
 
 Builds N seeded single-shape drawing conversations ("Draw a small red triangle at the
 bottom." -> "Here it is:" + the render), trains a fresh model on them with the real
-trainer (`training.train`) and the shipped recipe (training/configs/default_model.yaml),
+trainer (`python -m training.train`, a child process) and the shipped recipe (training/configs/default_model.yaml),
 then prints the image loss per step, the teacher-forced accuracy per scale, and how many
 drawings the model reproduces when asked with the training prompt, judged by the shapes
 detector, plus the wall time.
