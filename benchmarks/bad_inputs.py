@@ -1,12 +1,15 @@
 """A seeded catalogue of bad inputs for every entry point, and the judge of how each ends.
 
 Each case builds its input in an empty folder, calls one entry point (image loading,
-JSONL data, saved conversations, checkpoints, chat messages, generation settings) and
-must end as a person would want: a clear error (one of the project's error types, whose
-message names what is wrong and where) or, for inputs that are merely unusual (an
-animated GIF, a CMYK JPEG, a 16-bit PNG), a correctly loaded image. Either way nothing on
-disk may change. `tests/test_bad_inputs.py` runs the catalogue on a tiny model;
-`python -m benchmarks.robustness` on the default model.
+saved conversations, checkpoints, chat messages, generation settings) and must end as a
+person would want: a clear error (one of the project's error types, whose message names
+what is wrong and where) or, for inputs that are merely unusual (an animated GIF, a CMYK
+JPEG, a 16-bit PNG), a correctly loaded image. Bad training data is checked as a person
+checks it, with `python -m training.data validate FILE ...` (the trainer reads data through
+the same checks): one run for every data case, which must report each file by line and
+reason (or refuse it) and exit non-zero. Either way nothing on disk may change.
+`tests/test_bad_inputs.py` runs the catalogue on a tiny model; `python -m
+benchmarks.robustness` on the default model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import hashlib
 import io
 import json
 import random
+import re
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -28,8 +34,6 @@ from PIL import Image
 from chat.conversation import SCHEMA_VERSION, Conversation, ConversationFileError
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_upload
 from generation import GenerationConfig
-from training.data import DataError, load_jsonl
-from training.state_io import StateError
 from vlm.image_io import ImageLoadError
 from vlm.processor import ConversationError
 from vlm.tokenizer import CheckpointError, HybridTokenizer
@@ -37,8 +41,9 @@ from vlm.unified_model import UnifiedVLM
 
 # What counts as a clear error: the project's own kinds, each with a message written for
 # the person who made the mistake (never a KeyError or a UnicodeDecodeError from deep inside).
-CLEAR_ERRORS = (ImageLoadError, DataError, ConversationFileError, CheckpointError, StateError, EmptyMessageError,
-                MessageTooLongError, ConversationError)
+CLEAR_ERRORS = (ImageLoadError, ConversationFileError, CheckpointError, EmptyMessageError, MessageTooLongError,
+                ConversationError)
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -48,10 +53,14 @@ class Case:
     # Builds the input in the folder and returns the call to make; `expect` is a substring the
     # error must contain (what is wrong / where), or None when the call must succeed and
     # `check` (if given) must accept its result.
-    build: Callable[[Path], Callable[[], object]]
+    build: Callable[[Path], Callable[[], object] | Path]
     expect: str | None
     check: Callable[[object], bool] | None = None
     needs_model: bool = False
+    # A data case: `build` returns a training data file instead of a call, which
+    # `python -m training.data validate` must refuse saying `expect` (or, with `expect` None,
+    # accept); `run_cases` checks every data case's file in one validator run.
+    data_file: bool = False
 
 
 @dataclass
@@ -200,9 +209,8 @@ def _jsonl_case(name: str, lines: Callable[[Path], list[str | bytes]], expect: s
         _write(folder, "notes.png", "not an image")
         rows = lines(folder)
         data = b"".join((row if isinstance(row, bytes) else row.encode()) + b"\n" for row in rows)
-        path = _write(folder, "data.jsonl", data)
-        return lambda: load_jsonl(path)
-    return Case("jsonl", name, build, expect)
+        return _write(folder, "data.jsonl", data)
+    return Case("jsonl", name, build, expect, data_file=True)
 
 
 def jsonl_cases() -> list[Case]:
@@ -231,7 +239,7 @@ def jsonl_cases() -> list[Case]:
         _jsonl_case("10 MB line", lambda _: [json.dumps(_conversation("x" * (10 * 2**20)))], "lines over 1 MB"),
         _jsonl_case("not UTF-8", lambda _: [good, b'{"messages": "\xff\xfe"}'], "data.jsonl:2: not UTF-8"),
         _jsonl_case("only blank lines", lambda _: ["", "   "], "no conversations"),
-        Case("jsonl", "no such file", lambda folder: lambda: load_jsonl(folder / "missing.jsonl"), "no such file"),
+        Case("jsonl", "no such file", lambda folder: folder / "missing.jsonl", "no such file", data_file=True),
     ]
 
 
@@ -431,8 +439,17 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*"))}
 
 
+def run_cases(cases: list[Case]) -> list[Outcome]:
+    """Every case's outcome, in order; the data cases are judged by one validator run."""
+    data = [case for case in cases if case.data_file]
+    judged = dict(zip(map(id, data), validate_data_cases(data)))
+    return [judged[id(case)] if case.data_file else run_case(case) for case in cases]
+
+
 def run_case(case: Case) -> Outcome:
     """Build the case in a fresh folder, run it, and judge the ending and the disk."""
+    if case.data_file:
+        return validate_data_cases([case])[0]
     with tempfile.TemporaryDirectory(prefix="bad-input-") as name:
         folder = Path(name)
         call = case.build(folder)
@@ -460,3 +477,49 @@ def run_case(case: Case) -> Outcome:
         if _snapshot(folder) != before:
             return Outcome(case, False, "the folder changed")
         return outcome
+
+
+def validate_data_cases(cases: list[Case]) -> list[Outcome]:
+    """Build each data case in its own folder, run `python -m training.data validate` once on
+    all their files (from the repository root), and judge each file's report and folder."""
+    if not cases:
+        return []
+    with tempfile.TemporaryDirectory(prefix="bad-input-data-") as name:
+        folders = [Path(name) / f"{index:03d}" for index in range(len(cases))]
+        paths, before = [], []
+        for case, folder in zip(cases, folders):
+            folder.mkdir()
+            paths.append(Path(case.build(folder)))
+            before.append(_snapshot(folder))
+        command = [sys.executable, "-m", "training.data", "validate", *map(str, paths)]
+        finished = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
+        outcomes = []
+        for case, folder, path, snapshot in zip(cases, folders, paths, before):
+            outcome = _judge_report(case, path, finished)
+            if outcome.ok and _snapshot(folder) != snapshot:
+                outcome = Outcome(case, False, "the folder changed")
+            outcomes.append(outcome)
+        return outcomes
+
+
+def _judge_report(case: Case, path: Path, finished: subprocess.CompletedProcess) -> Outcome:
+    """What the validator printed about `path` (every line it starts with the file's name)."""
+    if "Traceback" in finished.stderr:
+        return Outcome(case, False, f"the validator crashed: {finished.stderr.strip().splitlines()[-1][:200]}")
+    lines = [line for line in finished.stdout.splitlines() if line.startswith(f"{path}:")]
+    if not lines:
+        return Outcome(case, False, f"the validator said nothing about the file (exit code {finished.returncode})")
+    report = " / ".join(lines)
+    accepted = re.fullmatch(re.escape(str(path)) + r": \d+ good conversation\(s\) with \d+ image\(s\), 0 bad line\(s\)",
+                            lines[-1]) is not None
+    if accepted:
+        if case.expect is not None:
+            return Outcome(case, False, f"accepted (expected an error saying {case.expect!r})")
+        return Outcome(case, True, "accepted")
+    if case.expect is None:
+        return Outcome(case, False, f"refused a usable input: {report[:200]}")
+    if case.expect.lower() not in report.lower():
+        return Outcome(case, False, f"error does not say {case.expect!r}: {report[:200]}")
+    if finished.returncode == 0:
+        return Outcome(case, False, f"reported, but the validator exited 0: {report[:200]}")
+    return Outcome(case, True, report[:200])

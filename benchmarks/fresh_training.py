@@ -1,9 +1,15 @@
 """Train a fresh model for a small fixed budget with the real trainer: what the recipe and
-tokenizer A/B benchmarks (`benchmarks.overfit`, `benchmarks.learnability`) share."""
+tokenizer A/B benchmarks (`benchmarks.overfit`, `benchmarks.learnability`) share.
+
+The trainer runs as a user runs it, `python -m training.train ...` in a child process from
+the repository root; nothing of `training` is imported here."""
 
 from __future__ import annotations
 
 import csv
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from training import train
 from vlm.unified_model import UnifiedVLM
 
-RECIPE = Path(__file__).resolve().parent.parent / "training" / "configs" / "default_model.yaml"
+REPOSITORY = Path(__file__).resolve().parent.parent
+RECIPE = REPOSITORY / "training" / "configs" / "default_model.yaml"
 
 
 @dataclass
@@ -31,18 +37,49 @@ class FreshRun:
     recipe: Path = RECIPE
     extra: list[str] = field(default_factory=list)
 
-    def train(self, data_path: Path, run_dir: Path) -> float:
-        """Train into `run_dir` (model/ and log.csv); returns the wall time in seconds."""
-        argv = ["--config", str(self.recipe), "--data", str(data_path), "--output-dir", str(run_dir),
-                "--init", "new", "--steps", str(self.steps), "--batch-size", str(self.batch_size),
-                "--gradient-accumulation", "1", "--warmup-steps", str(self.warmup_steps),
-                "--checkpoint-every", str(self.steps), "--log-every", "1", "--no-sample-every-checkpoint",
-                "--seed", str(self.seed)]
+    def command(self, data_path: Path, run_dir: Path) -> list[str]:
+        """The `python -m training.train` command line of this run, its paths absolute."""
+        argv = ["--config", str(Path(self.recipe).resolve()), "--data", str(Path(data_path).resolve()),
+                "--output-dir", str(Path(run_dir).resolve()), "--init", "new", "--steps", str(self.steps),
+                "--batch-size", str(self.batch_size), "--gradient-accumulation", "1",
+                "--warmup-steps", str(self.warmup_steps), "--checkpoint-every", str(self.steps), "--log-every", "1",
+                "--no-sample-every-checkpoint", "--seed", str(self.seed)]
         if self.tokenizer:
             argv += ["--image-tokenizer", self.tokenizer]
+        return [sys.executable, "-m", "training.train", *absolute_paths(argv + self.extra)]
+
+    def train(self, data_path: Path, run_dir: Path) -> float:
+        """Train into `run_dir` (model/ and log.csv) in a child process whose progress and messages
+        go to this terminal; returns the wall time in seconds (the child's start included)."""
+        command = self.command(data_path, run_dir)
         started = time.time()
-        train.main(argv + self.extra)
+        finished = subprocess.run(command, cwd=REPOSITORY)  # the environment (OMP_NUM_THREADS...) passes through
+        if finished.returncode != 0:
+            raise SystemExit(f"the training run failed with exit code {finished.returncode} (its messages are "
+                             f"above): {shlex.join(command)}")
         return time.time() - started
+
+
+def absolute_paths(arguments: list[str], here: Path | None = None) -> list[str]:
+    """The trainer runs in the repository root: each argument (or `--flag=value` value) that names
+    an existing file or folder relative to `here` (default: this process's folder) is made
+    absolute, so it names the same one there."""
+    here = Path.cwd() if here is None else here
+    if here.resolve() == REPOSITORY:
+        return list(arguments)
+
+    def absolute(value: str) -> str:
+        return str((here / value).resolve()) if value and not Path(value).is_absolute() and (here / value).exists() \
+            else value
+
+    out = []
+    for argument in arguments:
+        if argument.startswith("-"):
+            flag, equals, value = argument.partition("=")
+            out.append(flag + equals + absolute(value) if equals else argument)
+        else:
+            out.append(absolute(argument))
+    return out
 
 
 def read_log(path: Path) -> list[dict[str, float]]:

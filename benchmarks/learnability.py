@@ -22,10 +22,9 @@ from pathlib import Path
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings
 from benchmarks.fresh_training import RECIPE, FreshRun, image_losses, read_log, run_in_work_dir, window_mean
-from training.builders.shapes_chat import DRAW_REPLIES
-from training.builders.writer import ConversationWriter
 from vlm.unified_model import UnifiedVLM
-from worlds.shapes import drawing_prompt, random_scene, render
+from worlds.conversation_writer import ConversationWriter
+from worlds.shapes import DRAW_REPLIES, drawing_prompt, random_scene, render
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -4,7 +4,7 @@
 
 Builds N seeded single-shape drawing conversations ("Draw a small red triangle at the
 bottom." -> "Here it is:" + the render), trains a fresh model on them with the real
-trainer (`training.train`) and the shipped recipe (training/configs/default_model.yaml),
+trainer (`python -m training.train`, a child process) and the shipped recipe (training/configs/default_model.yaml),
 then prints the image loss per step, the teacher-forced accuracy per scale, and how many
 drawings the model reproduces when asked with the training prompt, judged by the shapes
 detector, plus the wall time.
@@ -27,10 +27,10 @@ import torch
 
 from benchmarks.fresh_training import RECIPE, FreshRun, read_log, run_in_work_dir, window_mean
 from generation import GenerationConfig, generate
-from training.builders.writer import ConversationWriter
 from vlm.image_io import tensor_to_pil
 from vlm.teacher_forcing import teacher_forced_code_logits, teacher_forced_residuals
 from vlm.unified_model import UnifiedVLM
+from worlds.conversation_writer import ConversationWriter
 from worlds.shapes import Shape, position_name, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 

@@ -57,9 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def bad_input_results(model) -> dict:
-    from benchmarks.bad_inputs import catalogue, run_case
+    from benchmarks.bad_inputs import catalogue, run_cases
 
-    outcomes = [run_case(case) for case in catalogue(model)]
+    outcomes = run_cases(catalogue(model))
     failures = [f"{outcome.case.group} / {outcome.case.name}: {outcome.detail}" for outcome in outcomes
                 if not outcome.ok]
     groups = sorted({outcome.case.group for outcome in outcomes})

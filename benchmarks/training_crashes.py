@@ -39,7 +39,6 @@ def build_tiny_setup(folder: Path) -> TinySetup:
     from PIL import Image, ImageDraw
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from training.build_data import main as build_data
     from vlm.backbone import convert_default_backbone
     from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 
@@ -57,7 +56,8 @@ def build_tiny_setup(folder: Path) -> TinySetup:
                              num_phi_convs=2)
     HybridTokenizer(config).save_pretrained(folder / "image_tokenizer")
     (folder / "tokenizer_config.json").write_text(config.to_json())
-    build_data(["shapes", "--out", str(folder / "data"), "--count", "24", "--seed", "1"])
+    _run([sys.executable, "-m", "training.build_data", "shapes", "--out", str(folder / "data"), "--count", "24",
+          "--seed", "1"])
     images = folder / "images"
     images.mkdir(exist_ok=True)
     rng = random.Random(0)
@@ -152,28 +152,30 @@ def crash_trials(setup: TinySetup, work: Path, trials: int, seed: int = 0) -> li
     return results
 
 
-# Runs a trainer in this process with one fault planted: SIGKILL at the n-th call of a checkpoint
-# step, i.e. inside a checkpoint write (after the tensors, before the JSON) or between the two
-# renames that swap a finished checkpoint in.
+# Runs a trainer (`python -m MODULE ARGS`) in a child process with one fault planted, from outside
+# the trainer's code: SIGKILL at the n-th write of a resume state's tensor file (the checkpoint
+# format's training_state.safetensors, written with safetensors before the JSON that makes it a
+# state) or at the n-th rename that moves a finished checkpoint's predecessor aside (`.old`)
+# before the new one takes its place. The patches are made before the trainer is imported, so
+# its `from safetensors.torch import save_file` takes the patched function.
 KILL_INSIDE = """
 import os, runpy, signal, sys
-import training.state_io as state_io, vlm.files as files
+from pathlib import Path
+import safetensors.torch
 where, nth, module = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 calls = {"n": 0}
-def killer(original, before):
-    def wrapped(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == nth and before:
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = original(*args, **kwargs)
-        if calls["n"] == nth and not before:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
-    return wrapped
 if where == "state":  # the tensors are written, the JSON that makes them a state is not
-    state_io.save_file = killer(state_io.save_file, before=False)
+    original_save_file = safetensors.torch.save_file
+    def save_file(tensors, filename, *args, **kwargs):
+        result = original_save_file(tensors, filename, *args, **kwargs)
+        if str(filename).endswith("training_state.safetensors"):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    safetensors.torch.save_file = save_file
 else:  # swap_in: the old checkpoint moved aside, the new one not yet in its place
-    original_replace = files.Path.replace
+    original_replace = Path.replace
     def replace(self, target):
         if str(self).endswith(".old") or not str(target).endswith(".old"):
             return original_replace(self, target)
@@ -182,7 +184,7 @@ else:  # swap_in: the old checkpoint moved aside, the new one not yet in its pla
         if calls["n"] == nth:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
-    files.Path.replace = replace
+    Path.replace = replace
 sys.argv = [module] + sys.argv[4:]
 runpy.run_module(module, run_name="__main__")
 """

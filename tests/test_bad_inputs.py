@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bad_inputs import Case, catalogue, run_case
+from benchmarks.bad_inputs import Case, catalogue, run_case, run_cases
 from tests.tiny_vlm import tiny_model
 
 
@@ -22,7 +22,7 @@ def test_the_catalogue_covers_every_entry_point(cases):
 
 def test_every_bad_input_ends_clearly_and_changes_nothing(cases):
     failures = [f"{outcome.case.group} / {outcome.case.name}: {outcome.detail}"
-                for outcome in map(run_case, cases) if not outcome.ok]
+                for outcome in run_cases(cases) if not outcome.ok]
     assert not failures, "\n".join(failures)
 
 
@@ -38,3 +38,19 @@ def test_the_judge_catches_an_unclear_error_a_wrong_load_and_a_changed_folder(tm
     assert not run_case(Case("x", "loaded wrongly", lambda folder: lambda: 1, None, check=lambda value: False)).ok
     assert not run_case(Case("x", "changed the folder", writes, None)).ok
     assert run_case(Case("x", "a good load", lambda folder: lambda: 1, None, check=lambda value: value == 1)).ok
+
+
+def test_the_data_judge_is_the_validator_and_catches_an_accepted_file_and_a_wrong_reason(tmp_path):
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+
+    def data(text):
+        return lambda folder: (folder / "data.jsonl").write_text(text) and folder / "data.jsonl"
+
+    outcomes = run_cases([Case("x", "a good file", data(good), None, data_file=True),
+                          Case("x", "accepted but expected an error", data(good), "bad", data_file=True),
+                          Case("x", "refused, wrong reason", data("{"), "role", data_file=True),
+                          Case("x", "refused, right reason", data("{"), "data.jsonl:1: not valid JSON",
+                               data_file=True),
+                          Case("x", "a folder, not a file", lambda folder: folder, "no such file", data_file=True)])
+    assert [outcome.ok for outcome in outcomes] == [True, False, False, True, True]
+    assert outcomes[1].detail.startswith("accepted") and "does not say 'role'" in outcomes[2].detail

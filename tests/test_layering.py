@@ -42,3 +42,12 @@ def project_imports(folder: str) -> dict[str, set[str]]:
 def test_a_package_imports_only_what_is_below_it(folder, allowed):
     imports = project_imports(folder)
     assert {package: files for package, files in imports.items() if package not in allowed} == {}
+
+
+def test_the_benchmarks_import_no_training_module():
+    """Those that measure training run it as a person does, by its command lines
+    (`python -m training.train`, `training.build_data`, `training.data validate`) in child
+    processes; data they write themselves goes through `worlds/`."""
+    imports = project_imports("benchmarks")
+    assert imports.get("training", set()) == set()
+    assert set(imports) <= {"benchmarks", "app", "chat", "generation", "vlm", "worlds"}

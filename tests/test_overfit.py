@@ -150,6 +150,35 @@ def test_fresh_runs_keep_or_remove_their_work_folder(tmp_path):
         run_in_work_dir(tmp_path / "kept", "x-", lambda work: {})
 
 
+def test_a_fresh_run_drives_the_trainer_command_line(tiny_parts, tmp_path):
+    from benchmarks.fresh_training import FreshRun, read_log
+    from worlds.conversation_writer import ConversationWriter
+
+    backbone_dir, tokenizer_dir = tiny_parts
+    with ConversationWriter(tmp_path, "drawings") as writer:
+        for _, messages in drawing_conversations(4, seed=0):
+            writer.add(messages)
+    fresh = FreshRun(2, batch_size=2, warmup_steps=1, tokenizer=str(tokenizer_dir),
+                     extra=["--backbone", str(backbone_dir), "--lora-rank", "4", "--mixed-precision", "no"])
+    command = fresh.command(writer.path, tmp_path / "run")
+    assert command[1:3] == ["-m", "training.train"] and str(tmp_path / "run") in command
+    assert fresh.train(writer.path, tmp_path / "run") > 0
+    assert [row["step"] for row in read_log(tmp_path / "run" / "log.csv")] == [1.0, 2.0]
+    assert (tmp_path / "run" / "model" / "vlm_config.json").is_file()
+    with pytest.raises(SystemExit, match="failed with exit code"):
+        fresh.train(tmp_path / "missing.jsonl", tmp_path / "run-missing")
+
+
+def test_fresh_run_paths_relative_to_the_caller_are_made_absolute(tmp_path):
+    from benchmarks.fresh_training import REPOSITORY, absolute_paths
+
+    (tmp_path / "tok").mkdir()
+    arguments = ["--image-tokenizer", "tok", "--init=tok", "--steps", "3", "--init", "new"]
+    assert absolute_paths(arguments, tmp_path) == ["--image-tokenizer", str(tmp_path / "tok"),
+                                                   f"--init={tmp_path / 'tok'}", "--steps", "3", "--init", "new"]
+    assert absolute_paths(arguments, REPOSITORY) == arguments  # the trainer runs there: nothing to change
+
+
 def test_reproduction_ceilings_count_what_the_detector_passes(tiny_parts):
     from benchmarks.overfit import reproduction_ceilings
     from vlm.residual_head import ResidualHeadConfig

@@ -62,6 +62,11 @@ def test_the_validator_reports_every_bad_line_with_its_number(tmp_path, capsys):
     assert f"{path}:2: not valid JSON" in printed and "1 good conversation(s)" in printed
     with pytest.raises(DataError, match="6 bad line"):
         load_jsonl(path)
+    blank = write_lines(tmp_path / "blank.jsonl", ["", "  "])  # the trainer refuses it, so the validator does
+    assert data_cli.main(["validate", str(blank)]) == 1
+    assert f"{blank}: no conversations" in capsys.readouterr().out
+    with pytest.raises(DataError, match="no conversations"):
+        load_jsonl(blank)
 
 
 def test_builders_write_valid_data_with_images(shapes_data, tmp_path):

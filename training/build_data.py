@@ -25,7 +25,7 @@ from training.builders.edits import edit_conversations
 from training.builders.emoji import emoji_conversations
 from training.builders.shapes_chat import shapes_conversations
 from training.builders.steps import steps_conversations
-from training.builders.writer import ConversationWriter
+from worlds.conversation_writer import ConversationWriter
 from worlds.text_chats import text_conversations
 
 logger = logging.getLogger(__name__)

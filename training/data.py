@@ -10,7 +10,8 @@ absolute). Only assistant text and assistant images are learned; user images are
 
     python -m training.data validate FILE [FILE ...]
 
-reports every bad line with its number and reason and exits non-zero if there was one.
+reports every bad line with its number and reason (and a file with no conversation at all)
+and exits non-zero if there was one.
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             conversations, problems = read_jsonl(path, check_images=not args.no_image_check)
         except DataError as error:
             print(error)
+            bad += 1
+            continue
+        if not conversations and not problems:  # blank lines only: the trainer refuses it too
+            print(f"{path}: no conversations")
             bad += 1
             continue
         for problem in problems:

@@ -27,6 +27,8 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 POSITIONS = {"on the left": (0.27, 0.5), "on the right": (0.73, 0.5), "at the top": (0.5, 0.27),
              "at the bottom": (0.5, 0.73), "in the middle": (0.5, 0.5)}
 RENDER_SCALE = 4  # draw at 4x and downsample: smooth edges at 64px
+# How the assistant hands over a drawing of a scene (`drawing_prompt` asks for one).
+DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
 
 
 @dataclass(frozen=True)

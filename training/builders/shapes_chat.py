@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from worlds.shapes import describe, drawing_prompt, questions, random_scene, render
+from worlds.shapes import DRAW_REPLIES, describe, drawing_prompt, questions, random_scene, render
 
-DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
 CAPTION_QUESTIONS = ("Describe this picture.", "What do you see?", "What is in this image?")
 
 

@@ -1,4 +1,9 @@
-"""Writes built conversations as the training data format: one JSONL line each, PNGs beside it."""
+"""Writes conversations in the training data format: one JSONL line each, PNGs beside it.
+
+The format is defined (and read, line by line) by `training/data.py`; the writer sits here,
+below both, because the data builders (`training/builders`) and the benchmarks that train on
+data of their own (`benchmarks/overfit.py`, `benchmarks/learnability.py`) both write it.
+"""
 
 from __future__ import annotations
 
