@@ -24,9 +24,10 @@ from PIL import Image
 
 from chat.conversation import Message
 from chat.memory import release_freed_memory
-from chat.quiet import add_verbose_flag, check_model_folder, quiet
+from chat.quiet import add_dtype_flag, add_verbose_flag, check_model_folder, quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ScalePreview, TextDelta
+from vlm.backbone import resolve_dtype
 from vlm.image_io import ImageLoadError
 from vlm.unified_model import UnifiedVLM
 
@@ -323,6 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds a closed browser tab's conversation is kept in memory in case the tab comes "
                              "back (a few MB each); lower it on a busy server")
     add_verbose_flag(parser)
+    add_dtype_flag(parser)
     args = parser.parse_args(argv)
     check_model_folder(parser, args.model)
     return args
@@ -332,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(build_app(load_chat_model(args.model)), args.host, args.port, args.max_queue, args.closed_tab_keep_s)
+    model = load_chat_model(args.model, resolve_dtype(args.dtype))
+    serve(build_app(model), args.host, args.port, args.max_queue, args.closed_tab_keep_s)
 
 
 def serve(app: gr.Blocks, host: str, port: int, max_queue: int = MAX_QUEUE,

@@ -36,6 +36,8 @@ from benchmarks.evaluation.emoji_drawing import emoji_drawing
 from benchmarks.evaluation.steps import steps_consistency
 from benchmarks.evaluation.text import text_perplexities
 from benchmarks.evaluation.understanding import emoji_naming_accuracy, vqa_accuracy
+from chat.quiet import add_dtype_flag
+from vlm.backbone import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    add_dtype_flag(parser)
     parser.add_argument("--json", type=Path, default=None, help="write every number here too")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs",
                         help="folder for RESULTS.md and results/*.png")
@@ -113,7 +116,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings.seed, settings.cfg_scale, settings.residual_steps = args.seed, args.cfg_scale, args.residual_steps
     if args.batch_size:
         settings.batch_size = args.batch_size
-    model = load_chat_model(args.model)
+    model = load_chat_model(args.model, resolve_dtype(args.dtype))
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)
     results: dict = {"model": args.model or "default", "settings": asdict(settings), "seconds": {}}

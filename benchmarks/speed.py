@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
 from generation.sampling import filter_logits, guide
 from generation.timing import StageTimer
-from vlm.backbone import load_backbone
+from vlm.backbone import load_backbone, resolve_dtype
 from vlm.image_io import tensor_to_pil
 from vlm.tokenizer import CheckpointError
 from vlm.unified_model import UnifiedVLM
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (save_pretrained); default: the shipped default model, or the untrained "
                              "default architecture when none is shipped (speed does not depend on the weights)")
+    add_dtype_flag(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale for images")
@@ -56,13 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_model(path: Path | None) -> tuple[UnifiedVLM, str]:
+def load_model(path: Path | None, dtype: torch.dtype) -> tuple[UnifiedVLM, str]:
     if path is not None:
-        return UnifiedVLM.from_pretrained(path), str(path)
+        return UnifiedVLM.from_pretrained(path, dtype=dtype), str(path)
     try:
-        return UnifiedVLM.from_pretrained(), "shipped default model"
+        return UnifiedVLM.from_pretrained(dtype=dtype), "shipped default model"
     except CheckpointError:
-        model = UnifiedVLM.from_backbone().eval().fold_adapters()
+        model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
         return model, "default architecture, untrained image layers (none shipped yet)"
 
 
@@ -231,12 +233,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, description = load_model(args.model)
-    stock, _ = load_backbone(model.config.backbone)
+    model, description = load_model(args.model, resolve_dtype(args.dtype))
+    stock, _ = load_backbone(model.config.backbone, model.decoder_dtype)  # the peer in the same dtype
     stock.eval()
     results = run(model, stock, args)
     scales = model.image_tokenizer.config.scales
-    print(f"model: {description}; {torch.get_num_threads()} CPU threads; median of {args.repeats} runs")
+    print(f"model: {description}; backbone in {model.decoder_dtype}; {torch.get_num_threads()} CPU threads; "
+          f"median of {args.repeats} runs")
     print(f"image: {model.image_tokenizer.config.image_size}px, scales {scales}, cfg {args.cfg_scale}, "
           f"{args.residual_steps} residual steps; text: {args.text_tokens} greedy tokens\n")
     print("| measurement | value |\n|---|---|")

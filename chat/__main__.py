@@ -15,9 +15,10 @@ from pathlib import Path
 
 from chat import inline_image
 from chat.conversation import Conversation, ConversationFileError
-from chat.quiet import add_verbose_flag, check_model_folder, quiet
+from chat.quiet import add_dtype_flag, add_verbose_flag, check_model_folder, quiet
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_chat_model, load_upload
 from generation import Done, GenerationConfig, ImageFinished, ImageStarted, TextDelta
+from vlm.backbone import resolve_dtype
 from vlm.image_io import ImageLoadError
 
 COMMANDS = """commands:
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="show drawn images inline: auto = what this terminal is known to support (kitty, "
                              "iTerm2/WezTerm, sixel terminals) when printing to a terminal, else none")
     add_verbose_flag(parser)
+    add_dtype_flag(parser)
     args = parser.parse_args(argv)
     check_model_folder(parser, args.model)
     return args
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImageLoadError as error:
         print(f"error: --image: {error}", file=sys.stderr)
         return 2
-    model = load_chat_model(args.model)
+    model = load_chat_model(args.model, resolve_dtype(args.dtype))
     session = ChatSession(model, config, args.system)
     preview = None if args.preview == "none" else \
         (inline_image.detect() if sys.stdout.isatty() else None) if args.preview == "auto" else args.preview

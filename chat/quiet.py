@@ -1,5 +1,6 @@
-"""Quiet command lines: library deprecation warnings and weight-loading progress bars are
-noise to someone chatting, so the CLIs hide them unless asked (`--verbose`)."""
+"""What every model-loading command line shares: quiet output (library deprecation warnings
+and weight-loading progress bars are noise to someone chatting, so they are hidden unless
+asked, `--verbose`), an early check of `--model`, and `--dtype`."""
 
 from __future__ import annotations
 
@@ -31,3 +32,10 @@ def check_model_folder(parser: argparse.ArgumentParser, model: Path | None) -> N
     """A wrong --model fails at once, before seconds of loading."""
     if model is not None and not model.is_dir():
         parser.error(f"--model {model}: no such folder")
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser, default: str = "float32") -> None:
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=default,
+                        help="backbone weights: bfloat16 halves the bytes each decoder pass reads (the limit on "
+                             "a CPU) and runs on AMX/AVX512-BF16 units; auto = bfloat16 where the hardware has "
+                             "them (a GPU, or a CPU with AVX512/AMX), float32 elsewhere")

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from chat.conversation import Conversation, Message
@@ -35,17 +36,19 @@ class MessageTooLongError(ValueError):
     """A message that, with the history, would not fit in what the model can read."""
 
 
-def load_chat_model(path: str | Path | None = None) -> UnifiedVLM:
+def load_chat_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
     """The model at `path`, or the shipped default model; without one, the default architecture
-    with untrained image layers (it chats, but its images are noise) and a warning."""
+    with untrained image layers (it chats, but its images are noise) and a warning. `dtype` is
+    the backbone's weight dtype (`vlm.backbone.resolve_dtype`: bfloat16 halves the bytes each
+    token reads, the limit on a CPU)."""
     if path is not None:
-        return UnifiedVLM.from_pretrained(path)
+        return UnifiedVLM.from_pretrained(path, dtype=dtype)
     try:
-        return UnifiedVLM.from_pretrained()
+        return UnifiedVLM.from_pretrained(dtype=dtype)
     except CheckpointError:
         logger.warning("no trained default model is shipped in this install: using the default backbone with "
                        "untrained image layers (text works, drawn images are noise)")
-        return UnifiedVLM.from_backbone().eval().fold_adapters()
+        return UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
 
 
 def load_upload(source: ImageInput) -> Image.Image:

@@ -20,9 +20,11 @@ from generation.reply import collect
 from generation.sampling import guide
 from generation.timing import StageTimer
 from tests.tiny_vlm import perturbed, tiny_model
+from vlm.backbone import bf16_is_fast, resolve_dtype
 from vlm.decoding_cache import empty_cache
 from vlm.processor import ConversationError
 from vlm.tokenizer import HybridTokens
+from vlm.unified_model import UnifiedVLM
 
 CHAT = [{"role": "user", "content": "Draw a red circle, please."}]
 
@@ -275,3 +277,28 @@ def test_the_stage_timer_sees_every_stage_and_changes_nothing(model):
         "image head", "sampling", "residual head", "decode pixels", "final block forward"}
     assert expected <= set(timer.seconds) and all(timer.seconds[name] > 0 for name in expected)
     assert timer.calls["image head"] == len(scales)
+
+
+def test_a_bfloat16_backbone_draws_and_writes_close_to_float32(model, tmp_path):
+    """`--dtype bfloat16` loads the backbone's weights in bf16 (half the bytes per pass); the
+    heads and the tokenizer stay fp32, and what the model predicts stays close."""
+    model.save_pretrained(tmp_path / "model")
+    config = GenerationConfig(seed=0, force_image=True, max_new_tokens=3, cfg_scale=3.0, image_temperature=0.0)
+    first_scale = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        loaded = UnifiedVLM.from_pretrained(tmp_path / "model", dtype=dtype)
+        assert loaded.decoder_dtype == dtype and loaded.image_head[1].weight.dtype == torch.float32
+        seen = {"image": []}
+        reply = collect(stream_generate(loaded, CHAT, config,
+                                        logits_hook=lambda kind, x, seen=seen: seen.get(kind, []).append(x)))[0]
+        assert len(reply.images) == 1
+        first_scale[dtype] = seen["image"][0].flatten().float()
+    similarity = torch.nn.functional.cosine_similarity(first_scale[torch.float32], first_scale[torch.bfloat16], dim=0)
+    assert similarity > 0.99
+
+
+def test_dtype_names_resolve_and_auto_follows_the_hardware():
+    assert resolve_dtype("float32") == torch.float32 and resolve_dtype("bfloat16") == torch.bfloat16
+    assert resolve_dtype("auto") == (torch.bfloat16 if bf16_is_fast() else torch.float32)
+    with pytest.raises(ValueError, match="float16"):
+        resolve_dtype("float16")

@@ -39,6 +39,7 @@ from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
+from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
@@ -163,13 +164,10 @@ class MixedConversations:
 
 
 def resolve_precision(requested: str) -> str:
-    """'auto' -> 'bf16' where bf16 matmuls are fast, else 'no'. Measured on an AVX2 CPU: a
-    576x1536 matmul runs at 146 GFLOP/s in fp32 and 16 GFLOP/s in bf16."""
+    """'auto' -> 'bf16' where bf16 matmuls are fast (`vlm.backbone.bf16_is_fast`), else 'no'."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") else "no"
+    return "bf16" if bf16_is_fast() else "no"
 
 
 IMAGE_LAYER_PREFIXES = ("image_embedder.", "image_head.")

@@ -193,12 +193,21 @@ class UnifiedVLM(nn.Module):
         vocabulary-sized projection at every image position.
         """
         output = self.language_model.get_decoder()(
-            inputs_embeds=embeddings, attention_mask=None if mask is None else mask.to(self.device),
+            inputs_embeds=embeddings.to(self.decoder_dtype),
+            attention_mask=None if mask is None else mask.to(self.device),
             position_ids=position_ids.to(self.device), past_key_values=past, use_cache=past is not None)
-        return output.last_hidden_state
+        hidden = output.last_hidden_state
+        # A backbone loaded in bf16 (`from_pretrained(dtype=...)`, for speed) hands the fp32 heads fp32 states.
+        return hidden if self.decoder_dtype == torch.float32 else hidden.float()
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """The backbone's weight dtype (float32 unless loaded otherwise; training autocasts instead)."""
+        return self.language_model.get_input_embeddings().weight.dtype
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.language_model.get_output_embeddings()(hidden)
+        head = self.language_model.get_output_embeddings()
+        return head(hidden.to(head.weight.dtype))
 
     def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
                 generator: torch.Generator | None = None, all_logits: bool = True) -> UnifiedOutput:
@@ -249,6 +258,7 @@ class UnifiedVLM(nn.Module):
         limit has passed, the position is hidden from every later chunk.
         """
         batch, length = embeddings.shape[:2]
+        embeddings = embeddings.to(self.decoder_dtype)
         block_offsets = block_offsets.to(self.device)
         valid = torch.ones(batch, length, dtype=torch.bool, device=self.device) if valid is None \
             else valid.to(self.device)
