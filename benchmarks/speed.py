@@ -243,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"image: {model.image_tokenizer.config.image_size}px, scales {scales}, cfg {args.cfg_scale}, "
           f"{args.residual_steps} residual steps; text: {args.text_tokens} greedy tokens\n")
     print("| measurement | value |\n|---|---|")
-    print(f"| ms per image, next-scale ({len(scales) + 1} decoder forwards: the scales and the final block) | {results['ms_per_image_next_scale']:.1f} |")
-    print(f"| ms per image, raster ({sum(s * s for s in scales) + 2} decoder forwards) | {results['ms_per_image_raster']:.1f} |")
+    forwards = len(scales) + 1  # the scales and the final block
+    print(f"| ms per image, next-scale ({forwards} decoder forwards) | {results['ms_per_image_next_scale']:.1f} |")
+    raster = sum(size * size for size in scales) + 2
+    print(f"| ms per image, raster ({raster} decoder forwards) | {results['ms_per_image_raster']:.1f} |")
     print(f"| speed-up of next-scale | {results['ms_per_image_raster'] / results['ms_per_image_next_scale']:.1f}x |")
     print(f"| text tokens/s, our loop | {results['text_tokens_per_s']:.1f} |")
     print(f"| text tokens/s, backbone generate() | {results['hf_generate_tokens_per_s']:.1f} |")
