@@ -118,7 +118,10 @@ def test_many_clients_get_every_reply_and_a_full_queue_says_busy(tiny_parts):
     from benchmarks.app_load import burst, run_load
 
     model = short_replies(perturbed(tiny_model(tiny_parts)))
-    with running_app_at(model, max_queue=1) as url:
+    # A queue as long as the clients: with max_queue=1, a client's next turn could arrive before
+    # Gradio had let go of its last one, and be told "busy" (seen once in ~10 runs). The burst
+    # below still goes past the limit.
+    with running_app_at(model, max_queue=2) as url:
         report = run_load(url, clients=2, turns=3, rounds=2).summary()  # a question, a drawing, an upload each
         assert report["replies"] == 12 and report["replies_lost"] == 0 and report["histories_crossed"] == 0, report
         assert report["peak_rss_mb"] > 0 and len(report["rss_after_round_mb"]) == 2
