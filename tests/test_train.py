@@ -286,7 +286,7 @@ def test_the_schedule_warms_up_from_the_first_step_and_ends_at_its_floor():
 
 
 def test_every_forward_takes_its_own_slice_of_one_global_batch(shapes_data):
-    from training.train import MixedConversations
+    from training.mixed_data import MixedConversations
 
     data = MixedConversations(shapes_data, seed=3)
     whole = data.batch(5, 0, 4)  # one process, one forward of 4

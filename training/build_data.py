@@ -7,7 +7,8 @@ KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and
 questions about shape scenes), steps (step-by-step drawing instructions), chats (multi-turn
 chats with an image requested mid-way), edits (change an uploaded or drawn image: shapes-world
 edits and chains, emoji bigger/smaller/moved/doubled), text (text-only chats answered by the
-backbone), or default (all of them with the counts and weights of the default model's mix).
+backbone), or default (all of them with the counts and weights of the default model's mix, plus a
+held-out set of 24 per kind in validation/, drawn apart from the training conversations).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ BUILDERS = {
 DEFAULT_MIX = {"emoji": (4000, 3.0), "shapes": (4000, 3.0), "steps": (1000, 1.0), "chats": (1500, 1.0),
                "edits": (3000, 2.0), "text": (800, 3.0)}
 
+# Held-out conversations per kind for the training's validation losses (`validation/` beside the mix).
+VALIDATION_COUNT = 24
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.build_data", description=__doc__.split("\n\n")[0],
@@ -58,9 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build(kind: str, out: Path, count: int, seed: int, args: argparse.Namespace) -> Path:
-    # One RNG per kind, derived from the seed, so building one kind alone gives the same file.
-    rng = random.Random(f"{seed}-{kind}")
+def build(kind: str, out: Path, count: int, seed: int, args: argparse.Namespace, stream: str = "") -> Path:
+    # One RNG per kind, derived from the seed, so building one kind alone gives the same file;
+    # the validation set draws from its own stream of the same seed.
+    rng = random.Random(f"{seed}-{kind}{stream}")
     with ConversationWriter(out, kind) as writer:
         for conversation in tqdm(BUILDERS[kind](rng, count, args), total=count, desc=kind):
             writer.add(conversation)
@@ -81,7 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "default":
         mix = args.out / "mix.yaml"
         mix.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))
-        print(f"wrote {mix}; train with: python -m training.train --data {mix}")
+        validation = args.out / "validation"
+        validation.mkdir(exist_ok=True)
+        count = min(VALIDATION_COUNT, args.count) if args.count is not None else VALIDATION_COUNT
+        held_out = [{"path": build(kind, validation, count, args.seed, args, "-validation").name} for kind in kinds]
+        (validation / "mix.yaml").write_text(yaml.safe_dump({"sources": held_out}, sort_keys=False))
+        print(f"wrote {mix} and {validation / 'mix.yaml'}; train with: python -m training.train --data {mix} "
+              f"--validation-data {validation / 'mix.yaml'}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from training.data import DataError
-from training.train import MixedConversations
+from training.mixed_data import MixedConversations
 from vlm.files import swap_in
 from vlm.residual_head import ResidualDiffusionHead
 from vlm.teacher_forcing import teacher_forced_residuals

@@ -27,18 +27,18 @@ from typing import Literal
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
 from training.cli import parse_config
-from training.data import DataError, load_jsonl
+from training.mixed_data import MixedConversations
 from training.residual_updates import update_residual_head
 from training.run_log import append_row, resume_log
 from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
+from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
 from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
@@ -76,6 +76,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     sample_every_checkpoint: bool = True
+    validation_data: str | None = None  # a JSONL file or a YAML mix of held-out conversations
+    validation_conversations: int = 24  # per source of validation_data
+    validation_every: int | None = None  # None: at every checkpoint
     seed: int = 0
 
 
@@ -115,6 +118,11 @@ HELP = {
     "checkpoint_every": "steps between checkpoints (and samples)",
     "log_every": "steps between log.csv rows",
     "sample_every_checkpoint": "generate a few sample replies into samples/ at each checkpoint",
+    "validation_data": "held-out conversations (a JSONL file or a YAML mix, e.g. data/default/validation/mix.yaml): "
+                       "their losses per source go to validation.csv and validation_curve.png",
+    "validation_conversations": "held-out conversations scored per source of --validation-data",
+    "validation_every": "steps between held-out measurements (also one before the first step); "
+                        "default: --checkpoint-every",
     "seed": "seed for weights, data order, condition dropout and diffusion noise",
 }
 
@@ -122,45 +130,6 @@ HELP = {
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return parse_config(TrainConfig, HELP, argv, prog="python -m training.train", doc=__doc__,
                         required=("data", "output_dir"))
-
-
-class MixedConversations:
-    """Conversations from several sources, drawn by weight.
-
-    Each step draws one global batch from (seed, step) alone; every forward (micro-step m
-    on process p of P) takes slice m * P + p of it. So a resumed run sees exactly the data an
-    uninterrupted one would, and two processes see, between them, exactly what one process
-    sees with twice the gradient accumulation: the same training, split differently.
-    """
-
-    def __init__(self, data: str | Path, seed: int):
-        data = Path(data)
-        if data.suffix in (".yaml", ".yml", ".json"):
-            try:
-                mix = yaml.safe_load(data.read_text())
-            except (OSError, yaml.YAMLError) as error:
-                raise DataError(f"cannot read data mix {data}: {error}") from error
-            if not isinstance(mix, dict) or not isinstance(mix.get("sources"), list) or not mix["sources"]:
-                raise DataError(f'{data}: a data mix needs a "sources" list of {{path, weight}}')
-            sources = [(data.parent / source["path"], float(source.get("weight", 1.0))) for source in mix["sources"]]
-        else:
-            sources = [(data, 1.0)]
-        self.names = [path.stem for path, _ in sources]
-        self.sources = [load_jsonl(path) for path, _ in sources]
-        total = sum(weight for _, weight in sources)
-        if total <= 0:
-            raise DataError(f"{data}: the weights must add up to more than 0")
-        self.weights = [weight / total for _, weight in sources]
-        self.seed = seed
-
-    def batch(self, step: int, slice_index: int, size: int) -> list[list[dict]]:
-        """Slice `slice_index` (of `size` conversations) of step `step`'s global batch."""
-        rng = random.Random(f"{self.seed}-{step}")
-        picks = []
-        for _ in range(size * (slice_index + 1)):  # one conversation at a time: slices never depend on their count
-            source = rng.choices(range(len(self.sources)), weights=self.weights)[0]
-            picks.append(self.sources[source][rng.randrange(len(self.sources[source]))])
-        return picks[size * slice_index:]
 
 
 def resolve_precision(requested: str) -> str:
@@ -315,11 +284,25 @@ def main(argv: list[str] | None = None) -> None:
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     log_path = output / "log.csv"
     token_cache = TokenCache(unwrapped.image_tokenizer)
+    validation_log = output / VALIDATION_LOG
+    held_out = HeldOutLosses(config.validation_data, config.validation_conversations, config.batch_size) \
+        if config.validation_data else None
+    validation_every = config.validation_every or config.checkpoint_every
     if accelerator.is_main_process:
         resume_log(log_path, step)
+        resume_log(validation_log, step if step else -1)  # a fresh start measures step 0 again
     scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
     loss_columns = ["total", "text", "image", "residual", *scale_columns]
     columns = ["step", *loss_columns, "learning_rate", "tokens", "tokens_per_s", "seconds"]
+
+    def validate() -> None:
+        if held_out is not None and accelerator.is_main_process:
+            results = held_out.measure(unwrapped, token_cache, config.seed, accelerator.autocast)
+            log_validation(validation_log, step, results, scale_columns, config.validation_conversations)
+            write_validation_curve(validation_log, output / "validation_curve.png")
+
+    if step == 0:
+        validate()
     progress = tqdm(total=config.steps, initial=step, desc="train", disable=not accelerator.is_main_process)
     started = time.time()
     window_tokens, window_started = 0, time.time()
@@ -373,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
                 unwrapped.save_pretrained(output / "model")
                 if config.sample_every_checkpoint:
                     write_samples(unwrapped, output / "samples" / f"step_{step:06d}", config.seed)
+        if step % validation_every == 0 or step == config.steps:
+            validate()
     progress.close()
     if accelerator.is_main_process:
         write_loss_curve(log_path, output / "loss_curve.png")
