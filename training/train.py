@@ -31,6 +31,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.batching import length_groups
 from training.cli import parse_config
 from training.mixed_data import MixedConversations
 from training.residual_updates import update_residual_head
@@ -64,6 +65,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 4
     gradient_accumulation: int = 2
+    max_batch_tokens: int = 2048  # per forward: a batch is split by length into forwards of this size; 0: not
     learning_rate: float = 5e-4
     image_layers_learning_rate: float | None = None  # None: the same as learning_rate
     residual_head_learning_rate: float | None = None  # None: the same as learning_rate
@@ -99,7 +101,11 @@ HELP = {
                         "(without it they are ~4x larger; it did not change the memorise-16 loss)",
     "steps": "optimizer steps in total",
     "batch_size": "conversations per forward on each process",
-    "gradient_accumulation": "forwards per optimizer step",
+    "gradient_accumulation": "batches per optimizer step",
+    "max_batch_tokens": "padded positions per forward: each batch is sorted by length and split into forwards "
+                        "of at most this many (a longer conversation goes alone), so short drawings are not "
+                        "padded to long step-by-step answers; the gradient is the batch's all the same. "
+                        "0: one forward per batch",
     "learning_rate": "peak AdamW learning rate (backbone: adapters, or every weight with --finetune full)",
     "image_layers_learning_rate": "peak learning rate of the new layers that read and write codes (image "
                                   "embedder, image head); default: --learning-rate",
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         resume_log(validation_log, step if step else -1)  # a fresh start measures step 0 again
     scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
     loss_columns = ["total", "text", "image", "residual", *scale_columns]
-    columns = ["step", *loss_columns, "learning_rate", "tokens", "tokens_per_s", "seconds"]
+    columns = ["step", *loss_columns, "learning_rate", "tokens", "padding", "tokens_per_s", "seconds"]
 
     def validate() -> None:
         if held_out is not None and accelerator.is_main_process:
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         validate()
     progress = tqdm(total=config.steps, initial=step, desc="train", disable=not accelerator.is_main_process)
     started = time.time()
-    window_tokens, window_started = 0, time.time()
+    window_tokens, window_padded, window_started = 0, 0, time.time()
     # A log row is the mean over the forwards since the previous row (each loss over the forwards
     # that had it: a batch without text labels has no text loss).
     sums: dict[str, float] = {}
@@ -317,18 +323,23 @@ def main(argv: list[str] | None = None) -> None:
             conversations = data.batch(step, slice_index, config.batch_size)
             # Condition dropout and the residual head's noise: seeded by the slice, like the data.
             generator.manual_seed(config.seed * 1_000_003 + step * 1_009 + slice_index)
-            batch = unwrapped.processor(conversations)
-            last = micro_step == config.gradient_accumulation - 1
-            with nullcontext() if last else accelerator.no_sync(prepared):
-                tokens = token_cache.tokens(batch.pixels) if len(batch.pixels) else None
-                output_ = prepared(batch, tokens, generator=generator, all_logits=False)
-                accelerator.backward(output_.losses["total"] / config.gradient_accumulation)
-            for name, value in (output_.losses | output_.metrics).items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-                counts[name] = counts.get(name, 0) + 1
-            window_tokens += int(batch.padding_mask.sum())
-            if output_.residual_pairs is not None:
-                residual_pairs.append(output_.residual_pairs)
+            lengths = unwrapped.processor(conversations).padding_mask.sum(dim=1).tolist()
+            groups = length_groups(lengths, config.max_batch_tokens or None)
+            for group_index, group in enumerate(groups):
+                batch = unwrapped.processor([conversations[index] for index in group])
+                share = len(group) / len(conversations) / config.gradient_accumulation
+                last = micro_step == config.gradient_accumulation - 1 and group_index == len(groups) - 1
+                with nullcontext() if last else accelerator.no_sync(prepared):
+                    tokens = token_cache.tokens(batch.pixels) if len(batch.pixels) else None
+                    output_ = prepared(batch, tokens, generator=generator, all_logits=False)
+                    accelerator.backward(output_.losses["total"] * share)
+                for name, value in (output_.losses | output_.metrics).items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(group)
+                    counts[name] = counts.get(name, 0) + len(group)
+                window_tokens += int(batch.padding_mask.sum())
+                window_padded += batch.padding_mask.numel()
+                if output_.residual_pairs is not None:
+                    residual_pairs.append(output_.residual_pairs)
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -344,10 +355,11 @@ def main(argv: list[str] | None = None) -> None:
                 row = {"step": step, **{name: f"{sums[name] / counts[name]:.5f}" if counts.get(name) else ""
                                        for name in loss_columns},
                        "learning_rate": f"{scheduler.get_last_lr()[0]:.3e}", "tokens": window_tokens,
+                       "padding": f"{1 - window_tokens / max(window_padded, 1):.3f}",
                        "tokens_per_s": f"{window_tokens / max(elapsed, 1e-9):.1f}",
                        "seconds": f"{time.time() - started:.1f}"}
                 append_row(log_path, columns, row)
-            window_tokens, window_started = 0, time.time()
+            window_tokens, window_padded, window_started = 0, 0, time.time()
             sums, counts = {}, {}
         if step % config.checkpoint_every == 0 or step == config.steps:
             accelerator.wait_for_everyone()
