@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vlm.attention import SDPA, candidate_implementations, select_attention
+from vlm.unified_model import CONFIG_NAME
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -20,6 +24,22 @@ def test_cpu_uses_sdpa():
     model = tiny_llama()
     assert select_attention(model) == SDPA
     assert model.config._attn_implementation == SDPA
+
+
+def test_training_on_a_cpu_prefers_eager_and_the_trainer_uses_it(tiny_parts, tmp_path, caplog):
+    assert candidate_implementations(torch.device("cpu"), training=True) == ["eager", SDPA]
+    from training.build_data import main as build_main
+    from training.train import main as train_main
+
+    build_main(["shapes", "--out", str(tmp_path / "data"), "--count", "2", "--seed", "1"])
+    backbone_dir, _ = tiny_parts
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="vlm.attention"):
+        train_main(["--data", str(tmp_path / "data" / "shapes.jsonl"), "--output-dir", str(out), "--backbone",
+                    str(backbone_dir), "--steps", "1", "--batch-size", "2", "--no-sample-every-checkpoint"])
+    assert "using attention kernel eager" in caplog.text
+    # Not saved with the model: inference picks its own kernel.
+    assert json.loads((out / "model" / CONFIG_NAME).read_text())["attention"] == "auto"
 
 
 def test_a_kernel_that_fails_or_disagrees_falls_back_to_sdpa():

@@ -40,6 +40,7 @@ from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
 from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
+from vlm.attention import candidate_implementations, select_attention
 from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
@@ -267,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     data = MixedConversations(config.data, config.seed)
     model = build_model(config, checkpoint)
     model.train()
+    if model.config.attention == "auto":
+        select_attention(model.language_model, candidate_implementations(accelerator.device, training=True))
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config), betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)

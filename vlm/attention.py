@@ -20,10 +20,18 @@ logger = logging.getLogger(__name__)
 
 SDPA = "sdpa"
 FLEX = "flex_attention"
+EAGER = "eager"
 
 
-def candidate_implementations(device: torch.device) -> list[str]:
-    """Preferred kernels for a device, best first."""
+def candidate_implementations(device: torch.device, training: bool = False) -> list[str]:
+    """Preferred kernels for a device, best first.
+
+    Training on a CPU prefers transformers' eager attention: the backward of PyTorch's CPU
+    flash-attention kernel took a third of a training step on conversations of ~700
+    positions, and eager's plain bf16 matmuls made the step ~15% faster (docs/default_model).
+    """
+    if device.type != "cuda" and training:
+        return [EAGER, SDPA]
     if device.type == "cuda":
         try:
             from torch.nn.attention import flex_attention  # noqa: F401
