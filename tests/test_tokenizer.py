@@ -131,7 +131,7 @@ def test_loading_broken_checkpoints_raises_clear_errors(tiny_tokenizer, tmp_path
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         HybridTokenizer.from_pretrained(tmp_path / "tok")
     (tmp_path / "tok" / "config.json").write_text('{"image_size": 32, "colour": 1}')
-    with pytest.raises(CheckpointError, match="unknown tokenizer config keys \\['colour'\\]"):
+    with pytest.raises(CheckpointError, match="unknown TokenizerConfig keys \\['colour'\\]"):
         HybridTokenizer.from_pretrained(tmp_path / "tok")
 
 

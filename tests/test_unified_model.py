@@ -156,3 +156,28 @@ def test_loading_refuses_a_model_paired_with_another_image_tokenizer(tiny_parts,
     HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tmp_path / "model" / "image_tokenizer")
     with pytest.raises(CheckpointError, match="trained on image tokenizer"):
         UnifiedVLM.from_pretrained(tmp_path / "model")
+
+
+def test_every_saved_config_key_is_a_field_and_unknown_keys_are_named(tiny_parts, tmp_path):
+    import json
+    from dataclasses import fields
+
+    from vlm.configuration import UnifiedVLMConfig
+    from vlm.tokenizer import CheckpointError
+
+    model = tiny_model(tiny_parts)
+    model.save_pretrained(tmp_path / "model")
+    path = tmp_path / "model" / "vlm_config.json"
+    saved = json.loads(path.read_text())
+    assert set(saved) == {field.name for field in fields(UnifiedVLMConfig)}
+    assert saved["vocab_size"] == len(model.processor) and saved["image_tokenizer"] == "image_tokenizer"
+    assert UnifiedVLMConfig.from_dict(saved).residual_head == model.config.residual_head  # nested dict -> dataclass
+    path.write_text(json.dumps(saved | {"lora_rnk": 8, "colour": "red"}))
+    with pytest.raises(CheckpointError, match=r"unknown UnifiedVLMConfig keys \['colour', 'lora_rnk'\]"):
+        UnifiedVLM.from_pretrained(tmp_path / "model")
+    path.write_text(json.dumps(saved | {"residual_head": saved["residual_head"] | {"widht": 3}}))
+    with pytest.raises(CheckpointError, match=r"residual_head: unknown ResidualHeadConfig keys \['widht'\]"):
+        UnifiedVLM.from_pretrained(tmp_path / "model")
+    path.write_text(json.dumps({key: value for key, value in saved.items() if key != "vocab_size"}))
+    with pytest.raises(CheckpointError, match="no vocab_size"):
+        UnifiedVLM.from_pretrained(tmp_path / "model")

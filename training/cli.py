@@ -29,6 +29,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from vlm.config_io import unknown_keys
+
 Config = TypeVar("Config")
 
 _FILE = "_config_file"  # the file option's dest: never a field's name
@@ -45,10 +47,10 @@ def read_config_file(config_class: type, path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read training config {path}: {error}") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a training config maps flag names (with _ for -) to values")
-    known = {field.name for field in dataclasses.fields(config_class)}
-    unknown = sorted(str(key) for key in set(values) - known)
+    unknown = unknown_keys(config_class, values)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
+        known = sorted(field.name for field in dataclasses.fields(config_class))
+        raise ValueError(f"{path}: unknown keys {unknown}; known keys are {known}")
     return values
 
 

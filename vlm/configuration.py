@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 import torch
 
 from vlm.backbone import DEFAULT_BACKBONE
+from vlm.config_io import config_from_dict
 from vlm.residual_head import ResidualHeadConfig
 
+IMAGE_TOKENIZER_DIR = "image_tokenizer"  # the model folder's copy of its image tokenizer
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # How the image loss weighs each scale's mean code loss: "token" by its number of codes (the
@@ -51,10 +53,20 @@ class UnifiedVLMConfig:
     # on the memorise-16 benchmark it did not move the loss (docs/overfit); kept for A/Bs.
     image_input_norm: bool = False
     residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
+    # What the weights were saved with, written by save_pretrained and checked by from_pretrained
+    # (None: not saved yet). `image_tokenizer` is the folder inside the model that holds its
+    # tokenizer, or "default": the shipped tokenizer, which must have the saved fingerprint.
+    vocab_size: int | None = None
+    image_tokenizer: str = IMAGE_TOKENIZER_DIR
+    image_tokenizer_fingerprint: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str | None = None) -> UnifiedVLMConfig:
+        """A saved config; a key that is not a field is refused, naming it. A field the saved
+        file lacks takes its legacy value (LEGACY_CONFIG_VALUES), else its default."""
+        return config_from_dict(cls, {**LEGACY_CONFIG_VALUES, **values}, source)
 
     def __post_init__(self) -> None:
-        if isinstance(self.residual_head, dict):
-            self.residual_head = ResidualHeadConfig(**self.residual_head)
         self.lora_target_modules = tuple(self.lora_target_modules)
         if self.image_loss_per not in IMAGE_LOSS_WEIGHTINGS:
             raise ValueError(f"image_loss_per must be one of {', '.join(IMAGE_LOSS_WEIGHTINGS)}, "

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from vlm.autoencoder import Decoder, Encoder, grow_into
 from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
+from vlm.config_io import config_from_dict
 from vlm.quantizer import LOOKUPS, MultiScaleQuantizer, QuantizerOutput
 
 logger = logging.getLogger(__name__)
@@ -108,12 +109,8 @@ class TokenizerConfig:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict) -> TokenizerConfig:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown tokenizer config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+    def from_dict(cls, values: dict, source: str | None = None) -> TokenizerConfig:
+        return config_from_dict(cls, values, source)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from vlm.adapters import AdapterFolding
 from vlm.attention import select_attention
 from vlm.backbone import load_backbone
-from vlm.configuration import LEGACY_CONFIG_VALUES, UnifiedVLMConfig
+from vlm.configuration import IMAGE_TOKENIZER_DIR, UnifiedVLMConfig
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
 from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
@@ -38,7 +38,6 @@ CONFIG_NAME = "vlm_config.json"
 LAYERS_NAME = "image_layers.safetensors"
 ADAPTER_NAME = "adapter.safetensors"
 BACKBONE_WEIGHTS_NAME = "backbone.safetensors"
-IMAGE_TOKENIZER_DIR = "image_tokenizer"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
 
 
@@ -332,9 +331,9 @@ class UnifiedVLM(nn.Module):
         for name, tensors in self.trainable_state_dict().items():
             unique = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
             save_file(unique, str(directory / name), metadata={"format": "pt"})
-        values = asdict(self.config) | {"vocab_size": len(self.processor),
-                                        "image_tokenizer_fingerprint": self.image_tokenizer.fingerprint()}
-        (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2))
+        saved = replace(self.config, vocab_size=len(self.processor), image_tokenizer=IMAGE_TOKENIZER_DIR,
+                        image_tokenizer_fingerprint=self.image_tokenizer.fingerprint())
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(saved), indent=2))
         self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
 
     @classmethod
@@ -356,29 +355,27 @@ class UnifiedVLM(nn.Module):
             values = json.loads(config_path.read_text())
         except json.JSONDecodeError as error:
             raise CheckpointError(f"'{config_path}' is not valid JSON: {error}") from error
-        if not isinstance(values, dict) or not isinstance(values.get("vocab_size"), int):
+        try:
+            config = UnifiedVLMConfig.from_dict(values)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config this version reads: {error}") from error
+        if not isinstance(config.vocab_size, int):
             raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config (no vocab_size)")
-        vocab_size = values.pop("vocab_size")
-        # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
-        tokenizer_reference = values.pop("image_tokenizer", None)
-        expected_fingerprint = values.pop("image_tokenizer_fingerprint", None)
         tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
-            if tokenizer_reference != "default":
+            # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
+            if config.image_tokenizer != "default":
                 raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder")
             tokenizer_dir = None
-        unknown = sorted(set(values) - {field.name for field in fields(UnifiedVLMConfig)})
-        if unknown:
-            raise CheckpointError(f"'{config_path}' has keys this version does not know: {', '.join(unknown)}")
-        config = UnifiedVLMConfig(**{**LEGACY_CONFIG_VALUES, **values})
         model = cls.from_backbone(config, tokenizer_dir, dtype)
+        expected_fingerprint = config.image_tokenizer_fingerprint
         if expected_fingerprint is not None and model.image_tokenizer.fingerprint() != expected_fingerprint:
             raise CheckpointError(
                 f"'{directory}' was trained on image tokenizer {expected_fingerprint}, but the tokenizer it names "
-                f"('{tokenizer_reference or IMAGE_TOKENIZER_DIR}') is {model.image_tokenizer.fingerprint()}: its "
+                f"('{config.image_tokenizer}') is {model.image_tokenizer.fingerprint()}: its "
                 "codes mean something else to this model. Use the tokenizer it was trained with, or retrain it")
-        if len(model.processor) != vocab_size:
-            raise CheckpointError(f"'{directory}' was saved with {vocab_size} tokens, but backbone "
+        if len(model.processor) != config.vocab_size:
+            raise CheckpointError(f"'{directory}' was saved with {config.vocab_size} tokens, but backbone "
                                   f"'{config.backbone}' plus image tokens gives {len(model.processor)}")
         for name, tensors in model.trainable_state_dict().items():
             path = directory / name
