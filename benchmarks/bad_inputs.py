@@ -35,7 +35,7 @@ from chat.conversation import SCHEMA_VERSION, Conversation, ConversationFileErro
 from chat.session import ChatSession, EmptyMessageError, MessageTooLongError, load_upload
 from generation import GenerationConfig
 from vlm.image_io import ImageLoadError
-from vlm.processor import ConversationError
+from vlm.messages import ConversationError
 from vlm.tokenizer import CheckpointError, HybridTokenizer
 from vlm.unified_model import UnifiedVLM
 
@@ -225,11 +225,11 @@ def jsonl_cases() -> list[Case]:
                     "no assistant message"),
         _jsonl_case("empty content", lambda _: [json.dumps(_conversation(content=[]))], "has no content parts"),
         _jsonl_case("unknown part type", lambda _: [json.dumps(_conversation([{"type": "video"}]))],
-                    '"type" must be'),
+                    "type must be 'text' or 'image'"),
         _jsonl_case("text not a string", lambda _: [json.dumps(_conversation([{"type": "text", "text": 3}]))],
-                    'needs a "text" string'),
+                    "needs a 'text' string"),
         _jsonl_case("image without path", lambda _: [json.dumps(_conversation([{"type": "image"}]))],
-                    'needs a "path"'),
+                    "needs 'path'"),
         _jsonl_case("missing image", lambda _: [image("nowhere.png")], "'nowhere.png' not found"),
         _jsonl_case("unreadable image", lambda _: [image("notes.png")], "not a readable image"),
         _jsonl_case("image path with ..", lambda _: [image("../outside.png")], "leads outside"),
@@ -290,7 +290,7 @@ def conversation_cases() -> list[Case]:
         Case("conversation", "system role in messages",
              _edited(lambda r, _: r["messages"][0].update(role="system")), "role 'system'"),
         Case("conversation", "malformed part", _edited(lambda r, _: r["messages"][1]["content"].append({"x": 1})),
-             "malformed part"),
+             "type must be 'text' or 'image'"),
         Case("conversation", "image path escaping the folder",
              _edited(lambda r, _: _first_image_part(r).update(path="../../etc/passwd")), "leads outside"),
         Case("conversation", "PNG replaced by text",

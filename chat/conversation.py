@@ -12,33 +12,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from vlm.files import PathEscapeError, confined_path, recover, swap_in
 from vlm.image_io import ImageLoadError, load_image
-from vlm.processor import ROLES
+from vlm.messages import ConversationError, Message, check_message
 
 SCHEMA_VERSION = 1
 FILE_NAME = "conversation.json"
 
-
 class ConversationFileError(ValueError):
     """A saved conversation cannot be read; the message names the file and the problem."""
-
-
-@dataclass
-class Message:
-    role: str  # "user" or "assistant"
-    parts: list[dict] = field(default_factory=list)  # {"type": "text", "text"} | {"type": "image", "image": PIL}
-
-    @property
-    def text(self) -> str:
-        return "".join(part["text"] for part in self.parts if part["type"] == "text")
-
-    @property
-    def images(self) -> list[Image.Image]:
-        return [part["image"] for part in self.parts if part["type"] == "image"]
-
 
 @dataclass
 class Conversation:
@@ -48,11 +30,7 @@ class Conversation:
     def for_model(self) -> list[dict]:
         """The messages in the processor's format, system prompt first."""
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        for message in self.messages:
-            parts = [part if part["type"] == "text" else {"type": "image", "image": part["image"]}
-                     for part in message.parts]
-            messages.append({"role": message.role, "content": parts or [{"type": "text", "text": ""}]})
-        return messages
+        return messages + [message.as_dict() for message in self.messages]
 
     def save(self, directory: str | Path) -> Path:
         """Write conversation.json + images/ to `directory`, replacing an earlier save of a
@@ -104,20 +82,23 @@ class Conversation:
             raise ConversationFileError(f"'{path}' has schema_version {version!r}; this version reads {SCHEMA_VERSION}")
         messages = []
         for index, message in enumerate(record.get("messages", [])):
-            role = message.get("role") if isinstance(message, dict) else None
-            if role not in ROLES or role == "system":
-                raise ConversationFileError(f"'{path}': message {index} has role {role!r}")
+            try:
+                role, content = check_message(message, index, ("path",))
+            except ConversationError as error:
+                raise ConversationFileError(f"'{path}': {error}") from error
+            if role == "system":
+                raise ConversationFileError(f"'{path}': message {index} has role 'system' (it is the system_prompt)")
             parts = []
-            for part in message.get("content", []):
-                if part.get("type") == "text" and isinstance(part.get("text"), str):
+            for part in content:
+                if part["type"] == "text":
                     parts.append({"type": "text", "text": part["text"]})
-                elif part.get("type") == "image" and isinstance(part.get("path"), str):
-                    try:
-                        image = load_image(confined_path(directory, part["path"]))
-                    except (ImageLoadError, PathEscapeError) as error:
-                        raise ConversationFileError(f"'{path}': message {index}: {error}") from error
-                    parts.append({"type": "image", "image": image})
-                else:
-                    raise ConversationFileError(f"'{path}': message {index} has a malformed part {part!r:.80}")
+                    continue
+                if not isinstance(part.get("path"), str):
+                    raise ConversationFileError(f"'{path}': message {index} has an image part without a path")
+                try:
+                    image = load_image(confined_path(directory, part["path"]))
+                except (ImageLoadError, PathEscapeError) as error:
+                    raise ConversationFileError(f"'{path}': message {index}: {error}") from error
+                parts.append({"type": "image", "image": image})
             messages.append(Message(role, parts))
         return cls(record.get("system_prompt"), messages)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from chat.conversation import Conversation, Message
-from generation import Done, Event, GenerationConfig, ImageFinished, TextDelta, stream_generate
+from generation import Done, Event, GenerationConfig, Reply, stream_generate
 from vlm.image_io import ImageInput, ImageLoadError, load_image
 from vlm.tokenizer import CheckpointError
 from vlm.unified_model import UnifiedVLM
@@ -140,17 +140,11 @@ class ChatSession:
         config = replace(self.config, **overrides)
         with self._lock:
             self._cancel.clear()
-            reply = Message("assistant")
+            reply = Reply()
             self.conversation.messages.append(reply)
             history = self.conversation.for_model()[:-1]  # everything before this reply
             for event in stream_generate(self.model, history, config, self._cancel):
-                if isinstance(event, TextDelta) and event.text:
-                    if reply.parts and reply.parts[-1]["type"] == "text":
-                        reply.parts[-1]["text"] += event.text
-                    else:
-                        reply.parts.append({"type": "text", "text": event.text})
-                elif isinstance(event, ImageFinished):
-                    reply.parts.append({"type": "image", "image": event.image})
+                reply.add(event)
                 yield event
                 if isinstance(event, Done):
                     logger.info("reply ended: %s", event.reason)

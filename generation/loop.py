@@ -41,8 +41,8 @@ from generation.sampling import filter_logits, guide, penalise_repeats
 from generation.timing import StageTimer
 from vlm.decoding_cache import DecodingCache
 from vlm.image_io import tensor_to_pil
+from vlm.messages import ConversationError
 from vlm.next_scale import ImageDrawing
-from vlm.processor import ConversationError
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
 

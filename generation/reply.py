@@ -4,41 +4,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-
-from PIL import Image
+from dataclasses import dataclass
 
 from generation.config import GenerationConfig
 from generation.events import Done, Event, ImageFinished, TextDelta
 from generation.loop import stream_generate
+from vlm.messages import Message
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
 
 
 @dataclass
-class Reply:
-    """One answer: text and image parts in the order they were generated."""
+class Reply(Message):
+    """One answer: text and image parts in the order they were generated (image parts also
+    carry their codes as "tokens"). A Message with role "assistant", so a chat history takes it as is."""
 
-    parts: list[dict] = field(default_factory=list)  # {"type": "text", "text"} | {"type": "image", "image", "tokens"}
+    role: str = "assistant"
     reason: str | None = None  # why it ended (generation.events: END_OF_TURN, MAX_TOKENS, ...)
-
-    @property
-    def text(self) -> str:
-        return "".join(part["text"] for part in self.parts if part["type"] == "text")
-
-    @property
-    def images(self) -> list[Image.Image]:
-        return [part["image"] for part in self.parts if part["type"] == "image"]
 
     @property
     def image_tokens(self) -> list[HybridTokens]:
         return [part["tokens"] for part in self.parts if part["type"] == "image"]
-
-    def as_message(self) -> dict:
-        """The reply as an assistant message for the next turn's conversation."""
-        content = [{"type": "text", "text": part["text"]} if part["type"] == "text"
-                   else {"type": "image", "image": part["image"]} for part in self.parts]
-        return {"role": "assistant", "content": content or [{"type": "text", "text": ""}]}
 
     def add(self, event: Event) -> None:
         if isinstance(event, TextDelta):

@@ -22,7 +22,7 @@ from generation.timing import StageTimer
 from tests.tiny_vlm import perturbed, tiny_model
 from vlm.backbone import bf16_is_fast, resolve_dtype
 from vlm.decoding_cache import empty_cache
-from vlm.processor import ConversationError
+from vlm.messages import ConversationError
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
 
@@ -229,7 +229,7 @@ def test_bad_requests_raise_clear_errors(model):
 def test_reply_tokens_round_trip_into_the_next_turn(model):
     reply = generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=3))[0]
     assert isinstance(reply.image_tokens[0], HybridTokens)
-    follow_up = CHAT + [reply.as_message(), {"role": "user", "content": "Now make it blue."}]
+    follow_up = CHAT + [reply.as_dict(), {"role": "user", "content": "Now make it blue."}]
     again = generate(model, follow_up, GenerationConfig(seed=1, max_new_tokens=3, max_images=0))
     assert again[0].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)
 

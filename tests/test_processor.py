@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from vlm.image_io import ImageLoadError
+from vlm.messages import ConversationError
 from vlm.processor import (
     IGNORE_INDEX,
     TEXT_LEVEL,
-    ConversationError,
     VLMProcessor,
     block_causal_mask,
 )

@@ -55,7 +55,7 @@ def test_the_validator_reports_every_bad_line_with_its_number(tmp_path, capsys):
     assert [problem.line for problem in problems] == [2, 3, 4, 5, 6, 8]
     reasons = " | ".join(problem.reason for problem in problems)
     for expected in ("not valid JSON", "role 'robot'", "no assistant message", "not found", "not a readable image",
-                     "must be \"text\" or \"image\""):
+                     "type must be 'text' or 'image'"):
         assert expected in reasons
     assert data_cli.main(["validate", str(path)]) == 1
     printed = capsys.readouterr().out

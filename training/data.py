@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from vlm.files import PathEscapeError, confined_path
-from vlm.processor import ROLES, SPECIAL_TOKENS
+from vlm.messages import check_message
 
 
 class DataError(ValueError):
@@ -51,47 +51,30 @@ def parse_conversation(record: object, base: Path, check_images: bool = True) ->
         raise ValueError('"messages" must be a non-empty list')
     parsed = []
     for index, message in enumerate(messages):
-        where = f"message {index}"
-        if not isinstance(message, dict):
-            raise ValueError(f"{where} is not an object")
-        role = message.get("role")
-        if role not in ROLES:
-            raise ValueError(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
-        content = message.get("content")
-        if isinstance(content, str):
-            content = [{"type": "text", "text": content}]
-        if not isinstance(content, list) or not content:
-            raise ValueError(f"{where} ({role}) has no content parts")
+        role, content = check_message(message, index, ("path",))  # the format every conversation shares
         parts = []
         for part_index, part in enumerate(content):
-            part_where = f"{where} part {part_index}"
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise ValueError(f'{part_where}: a text part needs a "text" string')
-                if any(token in text for token in SPECIAL_TOKENS):
-                    raise ValueError(f"{part_where}: text may not contain the image tokens {', '.join(SPECIAL_TOKENS)}")
-                parts.append({"type": "text", "text": text})
-            elif kind == "image":
-                relative = part.get("path")
-                if not isinstance(relative, str) or not relative:
-                    raise ValueError(f'{part_where}: an image part needs a "path" string')
+            if part["type"] == "text":
+                parts.append({"type": "text", "text": part["text"]})
+                continue
+            # A data file names its images by path, relative to the file, and they must be readable.
+            part_where = f"message {index} part {part_index}"
+            relative = part.get("path")
+            if not isinstance(relative, str) or not relative:
+                raise ValueError(f'{part_where}: an image part needs a "path" string')
+            try:
+                path = confined_path(base, relative)
+            except PathEscapeError as error:
+                raise ValueError(f"{part_where}: {error}") from None
+            if not path.is_file():
+                raise ValueError(f"{part_where}: image file {relative!r} not found (looked for {path})")
+            if check_images:
                 try:
-                    path = confined_path(base, relative)
-                except PathEscapeError as error:
-                    raise ValueError(f"{part_where}: {error}") from None
-                if not path.is_file():
-                    raise ValueError(f"{part_where}: image file {relative!r} not found (looked for {path})")
-                if check_images:
-                    try:
-                        with Image.open(path) as image:
-                            image.verify()
-                    except (UnidentifiedImageError, OSError) as error:
-                        raise ValueError(f"{part_where}: {relative!r} is not a readable image ({error})") from None
-                parts.append({"type": "image", "path": str(path)})
-            else:
-                raise ValueError(f'{part_where}: "type" must be "text" or "image", got {kind!r}')
+                    with Image.open(path) as image:
+                        image.verify()
+                except (UnidentifiedImageError, OSError) as error:
+                    raise ValueError(f"{part_where}: {relative!r} is not a readable image ({error})") from None
+            parts.append({"type": "image", "path": str(path)})
         parsed.append({"role": role, "content": parts})
     if not any(message["role"] == "assistant" for message in parsed):
         raise ValueError("no assistant message: nothing to learn from this conversation")

@@ -1,9 +1,7 @@
 """Conversations -> decoder inputs: token ids, image layout, block-causal masks and text labels.
 
-A conversation is a list of messages `{"role": ..., "content": [parts]}` with parts
-`{"type": "text", "text": ...}` and `{"type": "image", "image": <PIL/array/tensor>}` or
-`{"type": "image", "path": ...}` (a plain string content is one text part). The backbone's
-own chat template renders the text; each image becomes
+A conversation is a list of messages in the format of `vlm.messages` (checked there). The
+backbone's own chat template renders the text; each image becomes
 
     <|image_start|> [scale 1] [scale 2] ... [scale K] [final block] <|image_end|>
 
@@ -31,19 +29,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from vlm.image_io import images_to_tensor
+from vlm.messages import IMAGE_END, IMAGE_SLOT, IMAGE_START, SPECIAL_TOKENS, ConversationError, check_message
 
-IMAGE_START = "<|image_start|>"
-IMAGE_END = "<|image_end|>"
-IMAGE_SLOT = "<|image|>"
-SPECIAL_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_SLOT)
 IGNORE_INDEX = -100
 NO_LIMIT = 2**62  # `visible_until` of positions every later position may see
 TEXT_LEVEL = -1  # `levels` value of text positions; scale k has level k, the final block level K
-ROLES = ("system", "user", "assistant")
-
-
-class ConversationError(ValueError):
-    """A conversation is malformed; the message names the message and part."""
 
 
 @dataclass
@@ -114,32 +104,6 @@ def image_block_layout(scales: Sequence[int], generated: bool) -> tuple[list[int
     return levels, centres
 
 
-def _normalise_message(message: object, index: int) -> tuple[str, list[dict]]:
-    if not isinstance(message, dict) or "role" not in message or "content" not in message:
-        raise ConversationError(f"message {index} must be a dict with 'role' and 'content', got {message!r:.80}")
-    role = message["role"]
-    if role not in ROLES:
-        raise ConversationError(f"message {index} has role {role!r}; expected one of {ROLES}")
-    content = message["content"]
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if not isinstance(content, list) or not content:
-        raise ConversationError(f"message {index} ({role}) has no content parts")
-    for part_index, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise ConversationError(f"message {index} part {part_index}: a text part needs a 'text' string")
-            if any(token in part["text"] for token in SPECIAL_TOKENS):
-                raise ConversationError(f"message {index} part {part_index}: text may not contain {SPECIAL_TOKENS}")
-        elif kind == "image":
-            if part.get("image") is None and part.get("path") is None:
-                raise ConversationError(f"message {index} part {part_index}: an image part needs 'image' or 'path'")
-        else:
-            raise ConversationError(f"message {index} part {part_index}: type must be 'text' or 'image', got {kind!r}")
-    return role, content
-
-
 class VLMProcessor:
     """The text tokenizer plus image special tokens, the chat template with image parts, and masks."""
 
@@ -170,7 +134,7 @@ class VLMProcessor:
         """The rendered text as (text, is_assistant_reply) pieces, plus images and who made them."""
         plain, images, generated = [], [], []
         for index, message in enumerate(conversation):
-            role, content = _normalise_message(message, index)
+            role, content = check_message(message, index)
             text = ""
             for part in content:
                 if part["type"] == "text":

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlm.autoencoder import Decoder, Encoder, grow_into
-from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
 from vlm.config_io import config_from_dict
+from vlm.image_io import ImageInput, images_to_tensor, tensor_to_pil
 from vlm.quantizer import LOOKUPS, MultiScaleQuantizer, QuantizerOutput
 
 logger = logging.getLogger(__name__)

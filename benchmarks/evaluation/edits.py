@@ -49,7 +49,7 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]
             ok = image is not None and read_scene(image) == scene_key(chain[step].after)
             step_ok.append(ok)
             chain_ok[index] &= ok
-            histories[index] = histories[index] + [reply.as_message()]
+            histories[index] = histories[index] + [reply.as_dict()]
             if step < 2:
                 histories[index].append({"role": "user", "content": chain[step + 1].request})
     result = {"edit_accuracy": sum(single_ok) / len(single_ok),
