@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from generation import Done, GenerationConfig, ImageFinished, ImageStarted, ScalePreview, TextDelta, generate
+from generation import Done, GenerationConfig, ImageFinished, ScalePreview, TextDelta, generate
 from generation.events import CANCELLED, END_OF_TURN, MAX_IMAGES, MAX_TOKENS, STOP_STRING
 from generation.loop import stream_generate
 from generation.reply import collect
@@ -101,9 +101,10 @@ def test_several_images_in_one_answer_and_the_image_limit(model):
 
 def test_a_forced_image_comes_first(model):
     events = list(stream_generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=0)))
-    assert isinstance(events[0], ImageStarted)
-    assert isinstance(events[1], ImageFinished)
-    assert events[-1].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)
+    # The image is drawn before any text, and it does not spend the text budget: with no text
+    # tokens allowed, the reply is that image and then the budget ends it.
+    assert kinds(events) == ["ImageStarted", "ImageFinished", "Done"]
+    assert events[-1].reason == MAX_TOKENS
 
 
 def test_max_new_tokens_and_stop_strings_end_the_reply(model):
@@ -230,8 +231,17 @@ def test_reply_tokens_round_trip_into_the_next_turn(model):
     reply = generate(model, CHAT, GenerationConfig(seed=0, force_image=True, max_new_tokens=3))[0]
     assert isinstance(reply.image_tokens[0], HybridTokens)
     follow_up = CHAT + [reply.as_dict(), {"role": "user", "content": "Now make it blue."}]
-    again = generate(model, follow_up, GenerationConfig(seed=1, max_new_tokens=3, max_images=0))
-    assert again[0].reason in (MAX_TOKENS, END_OF_TURN, MAX_IMAGES)
+    # The next turn reads the drawn image as history: its pixels, laid out as a read image
+    # (final block only, no scale blocks to predict).
+    batch = model.processor(follow_up, add_generation_prompt=True)
+    assert len(batch.images) == 1 and not batch.images[0].generated
+    torch.testing.assert_close(batch.pixels[0], model.processor(CHAT + [reply.as_dict()]).pixels[0])
+    final_block = model.image_tokenizer.config.scales[-1] ** 2
+    assert int((batch.levels[0] >= 0).sum()) == final_block
+    words = text_ids(model, " it is blue")
+    script(model, words + [eos(model)])
+    again = generate(model, follow_up, GenerationConfig(seed=1, max_images=0))[0]
+    assert again.text == " it is blue" and again.reason == END_OF_TURN and not again.images
 
 
 def test_returned_tokens_are_ordinary_tensors_usable_for_training(model):

@@ -10,11 +10,34 @@ from vlm.decoding_cache import empty_cache
 from vlm.unified_model import UnifiedVLM
 
 
-def test_forward_gives_all_three_losses(tiny_parts):
+def test_forward_gives_all_three_losses_and_they_are_the_ones_its_logits_give(tiny_parts):
+    import torch.nn.functional as F
+
+    from vlm.processor import IGNORE_INDEX
+
     model = tiny_model(tiny_parts)
-    output = model(model.processor(drawing_chat()))
+    batch = model.processor(drawing_chat())
+    generator = torch.Generator().manual_seed(0)
+    output = model(batch, generator=generator)
     assert set(output.losses) == {"text", "image", "residual", "total"}
-    assert output.image_logits.shape[1] == 64
+    # Text: next-token cross-entropy at the labelled positions of the full logits.
+    targets = batch.text_labels[:, 1:]
+    labelled = targets != IGNORE_INDEX
+    text = F.cross_entropy(output.text_logits[:, :-1][labelled].float(), targets[labelled])
+    torch.testing.assert_close(output.losses["text"], text)
+    # Image: the head's logits at the scale positions against the tokenizer's own codes, scale by
+    # scale, row-major (the default weighting: every code alike).
+    codes = model.image_tokenizer.encode_pixels(batch.pixels).codes
+    scales = model.image_tokenizer.config.scales
+    scale_logits = model.image_head(output.hidden_states[0][(batch.levels[0] >= 0) & (batch.levels[0] < len(scales))])
+    image = F.cross_entropy(scale_logits.float(), torch.cat([scale_codes[0].flatten() for scale_codes in codes]))
+    torch.testing.assert_close(output.losses["image"], image)
+    torch.testing.assert_close(output.losses["total"],
+                               output.losses["text"] + output.losses["image"] + output.losses["residual"])
+    # Training's lean path (logits only where labels need them) gives the same losses.
+    lean = model(batch, generator=torch.Generator().manual_seed(0), all_logits=False)
+    for name in ("text", "image", "residual"):
+        torch.testing.assert_close(lean.losses[name], output.losses[name], rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_reach_new_layers_head_and_adapters_and_nothing_frozen(tiny_parts):

@@ -66,6 +66,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 4
     gradient_accumulation: int = 2
+    attention: Literal["auto", "eager", "sdpa"] = "auto"  # the backbone's attention kernel while training
     max_batch_tokens: int = 2048  # per forward: a batch is split by length into forwards of this size; 0: not
     learning_rate: float = 5e-4
     image_layers_learning_rate: float | None = None  # None: the same as learning_rate
@@ -103,6 +104,8 @@ HELP = {
     "steps": "optimizer steps in total",
     "batch_size": "conversations per forward on each process",
     "gradient_accumulation": "batches per optimizer step",
+    "attention": "attention kernel while training: 'auto' (eager on a CPU, where the flash-attention "
+                 "backward is slow; the model's own choice on a GPU), 'eager' or 'sdpa'. Not saved with the model",
     "max_batch_tokens": "padded positions per forward: each batch is sorted by length and split into forwards "
                         "of at most this many (a longer conversation goes alone), so short drawings are not "
                         "padded to long step-by-step answers; the gradient is the batch's all the same. "
@@ -268,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     data = MixedConversations(config.data, config.seed)
     model = build_model(config, checkpoint)
     model.train()
-    if model.config.attention == "auto":
+    if config.attention != "auto":
+        model.language_model.set_attn_implementation(config.attention)
+    elif model.config.attention == "auto":
         select_attention(model.language_model, candidate_implementations(accelerator.device, training=True))
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config), betas=(0.9, 0.95),
