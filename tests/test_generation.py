@@ -276,6 +276,40 @@ def test_blind_rows_see_only_what_they_are_fed_like_a_cache_of_their_own(model):
     assert all(layer.keys.shape[0] == 2 for layer in cache.past.layers)
 
 
+def test_condition_dropout_shows_a_drawing_what_the_unconditional_branch_sees(model):
+    """A drawing whose condition training drops sees only its own <|image_start|> and blocks;
+    guidance's unconditional rows at inference must compute the same hidden states, or the
+    guidance would push away from something training never showed."""
+    from tests.tiny_vlm import drawing_chat
+    from vlm.messages import IMAGE_START
+    from vlm.next_scale import ImageDrawing
+    from vlm.teacher_forcing import drop_conditions
+
+    user, answer = drawing_chat()[:2]
+    drawing = [user, {"role": "assistant", "content": [part for part in answer["content"] if part["type"] == "image"]}]
+    batch = model.processor(drawing)
+    model.config.condition_dropout = 1.0
+    size = model.image_tokenizer.config.scales[0] ** 2
+    with torch.no_grad():
+        embeddings = model.embed(batch, model.image_tokenizer.encode_pixels(batch.pixels))
+        mask = batch.attention_mask(embeddings.dtype)
+        dropped = model.run_decoder(embeddings, drop_conditions(model, batch, mask, None), batch.position_ids)
+        kept = model.run_decoder(embeddings, mask, batch.position_ids)
+        start = batch.images[0].start
+        prompt = model.processor(drawing[:-1], add_generation_prompt=True)
+        _, cache = model.start_decoding(prompt)
+        assert cache.length == start - 1  # the drawing starts right after the generation prompt
+        rows = torch.tensor([0])
+        cache.add_blind_rows(rows)
+        image_start = torch.tensor([[model.processor.tokenizer.convert_tokens_to_ids(IMAGE_START)]])
+        chunk = torch.cat([model.text_embeddings(image_start), ImageDrawing(model, 1).block_inputs()], dim=1)
+        offsets = torch.tensor([[0] + [1] * size])
+        inferred = model.extend(cache, chunk.repeat(2, 1, 1), offsets.repeat(2, 1))[:, -size:]
+    torch.testing.assert_close(inferred[1], dropped[0, start:start + size], rtol=0, atol=1e-4)  # unconditional
+    torch.testing.assert_close(inferred[0], kept[0, start:start + size], rtol=0, atol=1e-4)  # conditional
+    assert not torch.allclose(inferred[0], inferred[1], atol=1e-3)
+
+
 def test_the_stage_timer_sees_every_stage_and_changes_nothing(model):
     config = GenerationConfig(seed=3, force_image=True, max_new_tokens=0, cfg_scale=3.0)
     timer = StageTimer()

@@ -24,13 +24,19 @@ if TYPE_CHECKING:
 def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor,
                     generator: torch.Generator | None) -> torch.Tensor:
     """Classifier-free guidance training: some drawn images see nothing before their
-    <|image_start|>, exactly what the unconditional branch sees at inference."""
+    <|image_start|>, exactly what the unconditional branch sees at inference.
+
+    The <|image_start|> itself is cut off from what precedes it too: at inference the
+    unconditional rows feed it fresh, with nothing cached before it, so its keys and values
+    carry no prompt. Left seeing the prompt, it would pass the condition to the image in
+    every layer above the first (a test compares the two).
+    """
     mask = mask.clone()
     minimum = torch.finfo(mask.dtype).min
     for layout in batch.images:
         if layout.generated and torch.rand((), generator=generator) < model.config.condition_dropout:
             length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated)[0])
-            mask[layout.sequence_index, 0, layout.start:layout.start + length, :layout.start - 1] = minimum
+            mask[layout.sequence_index, 0, layout.start - 1:layout.start + length, :layout.start - 1] = minimum
     return mask
 
 
