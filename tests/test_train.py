@@ -124,11 +124,14 @@ def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, 
     train(tiny_parts, shapes_data, tmp_path / "straight", "--steps", "4", *common)
     train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "2", *common)
     train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "4", *common)
-    straight = load_file(str(tmp_path / "straight" / "model" / "adapter.safetensors"))
-    resumed = load_file(str(tmp_path / "resumed" / "model" / "adapter.safetensors"))
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)
+    files = sorted(path.name for path in (tmp_path / "straight" / "model").glob("*.safetensors"))
+    assert {"adapter.safetensors", "image_layers.safetensors"} <= set(files)  # adapters, image layers and heads
+    for file in files:
+        straight = load_file(str(tmp_path / "straight" / "model" / file))
+        resumed = load_file(str(tmp_path / "resumed" / "model" / file))
+        assert straight.keys() == resumed.keys()
+        for name in straight:
+            torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=f"{file}: {name}")
     assert losses(tmp_path / "straight")[2:] == pytest.approx(losses(tmp_path / "resumed")[2:], abs=1e-5)
 
 
@@ -319,3 +322,16 @@ def test_lora_alpha_follows_the_rank_unless_given(tiny_parts, tmp_path):
     assert doubled.backbone.peft_config["default"].lora_alpha == 8
     given = build_model(TrainConfig(**common, lora_rank=4, lora_alpha=3), tmp_path / "no-checkpoint")
     assert given.backbone.peft_config["default"].lora_alpha == 3
+
+
+def test_bf16_training_runs_learns_and_saves_float32_weights(tiny_parts, shapes_data, tmp_path):
+    """`--mixed-precision bf16` (what 'auto' picks on a CPU with AVX512/AMX, or a GPU): autocast
+    forwards, fp32 master weights, the same files as an fp32 run."""
+    out = tmp_path / "bf16"
+    train(tiny_parts, shapes_data, out, "--steps", "12", "--learning-rate", "1e-2", "--warmup-steps", "2",
+          "--finetune", "full", "--checkpoint-every", "12", "--mixed-precision", "bf16")
+    curve = losses(out)
+    assert all(value == value for value in curve) and sum(curve[-3:]) < sum(curve[:3])
+    for path in (out / "model").glob("*.safetensors"):
+        assert {tensor.dtype for tensor in load_file(str(path)).values()} == {torch.float32}, path.name
+    assert json.loads((out / "train_config.json").read_text())["mixed_precision"] == "bf16"
