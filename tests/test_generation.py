@@ -185,6 +185,21 @@ def test_n_images_for_one_prompt_in_one_batched_run(model):
     assert not (torch.equal(codes[0], codes[1]) and torch.equal(codes[1], codes[2]))
 
 
+def test_a_ragged_batch_draws_what_each_conversation_draws_alone(model):
+    """Conversations of different lengths drawn in one batch (left-padded rows, guidance's blind
+    rows beside them) give each the image it gets alone: greedy codes, no residual noise."""
+    longer = CHAT[:1] + [{"role": "assistant", "content": "Sure, what colour?"},
+                         {"role": "user", "content": "A green one, on the left, please."}]
+    config = GenerationConfig(seed=0, force_image=True, max_new_tokens=0, cfg_scale=3.0, image_temperature=0.0,
+                              residual_steps=0)
+    together = generate(model, [CHAT, longer], config)
+    for conversation, reply in zip((CHAT, longer), together):
+        alone = generate(model, conversation, config)[0]
+        for scale, (batched, single) in enumerate(zip(reply.image_tokens[0].codes, alone.image_tokens[0].codes)):
+            assert torch.equal(batched, single), f"scale {scale + 1}"
+        assert np.abs(np.asarray(reply.images[0], dtype=int) - np.asarray(alone.images[0], dtype=int)).max() <= 1
+
+
 def test_cancelling_from_another_thread_stops_within_one_forward(model):
     cancel = threading.Event()
     forwards = {"after_cancel": 0}
