@@ -43,7 +43,8 @@ class FreshRun:
                 "--output-dir", str(Path(run_dir).resolve()), "--init", "new", "--steps", str(self.steps),
                 "--batch-size", str(self.batch_size), "--gradient-accumulation", "1",
                 "--warmup-steps", str(self.warmup_steps), "--checkpoint-every", str(self.steps), "--log-every", "1",
-                "--no-sample-every-checkpoint", "--seed", str(self.seed)]
+                "--no-sample-every-checkpoint", "--seed", str(self.seed),
+                "--validation-data", ""]  # the recipe's held-out set belongs to its own data mix
         if self.tokenizer:
             argv += ["--image-tokenizer", self.tokenizer]
         return [sys.executable, "-m", "training.train", *absolute_paths(argv + self.extra)]

@@ -129,7 +129,8 @@ HELP = {
     "log_every": "steps between log.csv rows",
     "sample_every_checkpoint": "generate a few sample replies into samples/ at each checkpoint",
     "validation_data": "held-out conversations (a JSONL file or a YAML mix, e.g. data/default/validation/mix.yaml): "
-                       "their losses per source go to validation.csv and validation_curve.png",
+                       "their losses per source go to validation.csv and validation_curve.png; an empty value "
+                       "turns it off (over a config file that sets it)",
     "validation_conversations": "held-out conversations scored per source of --validation-data",
     "validation_every": "steps between held-out measurements (also one before the first step); "
                         "default: --checkpoint-every",
