@@ -58,21 +58,30 @@ def default_backbone_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def default_text_tokenizer(default_backbone_dir):
+def default_text_tokenizer_dir(tmp_path_factory):
+    """The default backbone's text tokenizer files alone (seconds, not the backbone's conversion):
+    tiny models borrow the real tokenizer and chat template."""
+    from vlm.backbone import default_text_tokenizer_dir
+
+    return default_text_tokenizer_dir(tmp_path_factory.getbasetemp() / "cache" / "text_tokenizer")
+
+
+@pytest.fixture(scope="session")
+def default_text_tokenizer(default_text_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(default_backbone_dir)
+    return AutoTokenizer.from_pretrained(default_text_tokenizer_dir)
 
 
 @pytest.fixture
-def tiny_parts(tmp_path, default_backbone_dir):
+def tiny_parts(tmp_path, default_text_tokenizer_dir):
     torch.manual_seed(0)
     backbone_dir = tmp_path / "backbone"
     config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(backbone_dir)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(default_backbone_dir / name, backbone_dir / name)
+        shutil.copy(default_text_tokenizer_dir / name, backbone_dir / name)
     tokenizer_dir = tmp_path / "image_tokenizer"
     HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tokenizer_dir)
     return backbone_dir, tokenizer_dir

@@ -59,3 +59,18 @@ def test_default_backbone_converts_once_and_answers(default_backbone_dir):
     reply = tokenizer.decode(model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:])
     assert "Paris" in reply
     assert not [path for path in target.parent.iterdir() if path.name.startswith(".")]  # no staging left
+
+
+def test_the_text_tokenizer_alone_is_the_converted_backbones(default_backbone_dir, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    assert backbone.default_text_tokenizer_dir(tmp_path / "unused") == default_backbone_dir  # converted: reused
+    monkeypatch.setattr(backbone, "default_backbone_dir", lambda: tmp_path / "not_converted")
+    folder = backbone.default_text_tokenizer_dir(tmp_path / "tokenizer")
+    assert sorted(path.name for path in folder.iterdir()) == ["chat_template.jinja", "tokenizer.json",
+                                                              "tokenizer_config.json"]
+    alone, converted = AutoTokenizer.from_pretrained(folder), AutoTokenizer.from_pretrained(default_backbone_dir)
+    chat = [{"role": "user", "content": "Draw a red circle, please."}]
+    assert alone.apply_chat_template(chat, add_generation_prompt=True) == \
+        converted.apply_chat_template(chat, add_generation_prompt=True)
+    assert backbone.default_text_tokenizer_dir(tmp_path / "tokenizer") == folder  # written once

