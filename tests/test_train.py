@@ -257,6 +257,11 @@ def test_resuming_drops_log_rows_logged_after_the_checkpoint(tmp_path):
     assert log.read_text().strip() == "step,loss"
     resume_log(tmp_path / "missing.csv", 3)  # nothing to trim
     assert not (tmp_path / "missing.csv").exists()
+    # A newer version logs one more column: the old rows stay, under the new header.
+    append_row(log, ["step", "loss"], {"step": 1, "loss": 0.5})
+    append_row(log, ["step", "padding", "loss"], {"step": 2, "padding": 0.1, "loss": 0.25})
+    rows = list(csv.DictReader(log.open()))
+    assert rows == [{"step": "1", "padding": "", "loss": "0.5"}, {"step": "2", "padding": "0.1", "loss": "0.25"}]
 
 
 def test_image_paths_that_leave_the_data_folder_are_refused_with_their_line(tmp_path):

@@ -12,8 +12,21 @@ from pathlib import Path
 
 
 def append_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append one row (header first if the file is new)."""
+    """Append one row (header first if the file is new). A file written with other columns
+    (a run resumed by a newer version that logs more) is rewritten under the new header first,
+    its old rows keeping their values by name."""
     new_file = not path.is_file()
+    if not new_file:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            old_columns, rows = reader.fieldnames or [], list(reader)
+        if old_columns != columns:
+            staging = path.with_name(path.name + ".tmp")
+            with staging.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            staging.replace(path)
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         if new_file:
