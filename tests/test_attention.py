@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -26,20 +25,22 @@ def test_cpu_uses_sdpa():
     assert model.config._attn_implementation == SDPA
 
 
-def test_training_on_a_cpu_prefers_eager_and_the_trainer_uses_it(tiny_parts, tmp_path, caplog):
-    assert candidate_implementations(torch.device("cpu"), training=True) == ["eager", SDPA]
+def test_the_trainer_takes_an_attention_kernel_that_the_saved_model_does_not_keep(tiny_parts, tmp_path, monkeypatch):
     from training.build_data import main as build_main
     from training.train import main as train_main
 
     build_main(["shapes", "--out", str(tmp_path / "data"), "--count", "2", "--seed", "1"])
     backbone_dir, _ = tiny_parts
+    used = []
+    original = LlamaForCausalLM.set_attn_implementation
+    monkeypatch.setattr(LlamaForCausalLM, "set_attn_implementation",
+                        lambda self, name: (used.append(name), original(self, name))[1])
     out = tmp_path / "run"
-    with caplog.at_level(logging.INFO, logger="vlm.attention"):
-        train_main(["--data", str(tmp_path / "data" / "shapes.jsonl"), "--output-dir", str(out), "--backbone",
-                    str(backbone_dir), "--steps", "1", "--batch-size", "2", "--no-sample-every-checkpoint"])
-    assert "using attention kernel eager" in caplog.text
-    # Not saved with the model: inference picks its own kernel.
-    assert json.loads((out / "model" / CONFIG_NAME).read_text())["attention"] == "auto"
+    train_main(["--data", str(tmp_path / "data" / "shapes.jsonl"), "--output-dir", str(out), "--backbone",
+                str(backbone_dir), "--steps", "1", "--batch-size", "2", "--no-sample-every-checkpoint",
+                "--attention", "eager"])
+    assert used[-1] == "eager"
+    assert json.loads((out / "model" / CONFIG_NAME).read_text())["attention"] == "auto"  # inference picks its own
 
 
 def test_a_kernel_that_fails_or_disagrees_falls_back_to_sdpa():

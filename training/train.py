@@ -40,7 +40,6 @@ from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
 from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
-from vlm.attention import candidate_implementations, select_attention
 from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
@@ -104,8 +103,9 @@ HELP = {
     "steps": "optimizer steps in total",
     "batch_size": "conversations per forward on each process",
     "gradient_accumulation": "batches per optimizer step",
-    "attention": "attention kernel while training: 'auto' (eager on a CPU, where the flash-attention "
-                 "backward is slow; the model's own choice on a GPU), 'eager' or 'sdpa'. Not saved with the model",
+    "attention": "attention kernel while training: 'auto' (the model's own choice: SDPA, or FlexAttention on "
+                 "a GPU where it checks out), 'eager' or 'sdpa'. Eager keeps every attention matrix for the "
+                 "backward (GBs at 1,000+ positions). Not saved with the model",
     "max_batch_tokens": "padded positions per forward: each batch is sorted by length and split into forwards "
                         "of at most this many (a longer conversation goes alone), so short drawings are not "
                         "padded to long step-by-step answers; the gradient is the batch's all the same. "
@@ -274,8 +274,6 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     if config.attention != "auto":
         model.language_model.set_attn_implementation(config.attention)
-    elif model.config.attention == "auto":
-        select_attention(model.language_model, candidate_implementations(accelerator.device, training=True))
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config), betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)

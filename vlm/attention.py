@@ -20,18 +20,16 @@ logger = logging.getLogger(__name__)
 
 SDPA = "sdpa"
 FLEX = "flex_attention"
-EAGER = "eager"
 
 
-def candidate_implementations(device: torch.device, training: bool = False) -> list[str]:
+def candidate_implementations(device: torch.device) -> list[str]:
     """Preferred kernels for a device, best first.
 
-    Training on a CPU prefers transformers' eager attention: the backward of PyTorch's CPU
-    flash-attention kernel took a third of a training step on conversations of ~700
-    positions, and eager's plain bf16 matmuls made the step ~15% faster (docs/default_model).
+    Training on a CPU keeps SDPA too: transformers' eager attention was ~15% faster on one
+    profiled batch of conversations up to ~700 positions, no faster over six real steps, and it
+    keeps every (T x T) attention matrix for the backward: a 12.9 GB trainer, its time going to
+    page faults (docs/default_model). `training.train --attention eager` still picks it.
     """
-    if device.type != "cuda" and training:
-        return [EAGER, SDPA]
     if device.type == "cuda":
         try:
             from torch.nn.attention import flex_attention  # noqa: F401
