@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -127,8 +127,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         hybrid = geneval.run(model, settings, settings.cfg_scale, settings.residual_steps,
                              on_image=lambda category, index, image: samples.append((category, image)))
         discrete = geneval.run(model, settings, settings.cfg_scale, 0)
-        sweep = {f"{scale:g}": (hybrid if scale == settings.cfg_scale else
-                                geneval.run(model, settings, scale, settings.residual_steps))
+        sweep_settings = replace(settings, geneval_prompts=settings.cfg_sweep_prompts)
+        sweep = {f"{scale:g}": geneval.run(model, sweep_settings, scale, settings.residual_steps)
                  for scale in settings.cfg_sweep}
         results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep,
                               "ceiling_hybrid": geneval.ceiling(model.image_tokenizer, settings, use_residual=True),
@@ -234,7 +234,9 @@ def report(results: dict, command: str) -> str:
                     ("ceiling: the same, discrete only", results["geneval"]["ceiling_discrete"])]
         for name, values in settings:
             rows.append(f"| {name} | " + " | ".join(f"{values[category]:.2f}" for category in categories) + " |")
-        parts += ["## Shapes GenEval", "", f"{results['settings']['geneval_prompts']} prompts per category.", "",
+        parts += ["## Shapes GenEval", "", f"{results['settings']['geneval_prompts']} prompts per category "
+                  f"({results['settings'].get('cfg_sweep_prompts', results['settings']['geneval_prompts'])} "
+                  "per category and scale in the CFG sweep).", "",
                   *rows, "", "![GenEval by category and CFG sweep](results/geneval.png)", "",
                   "Samples (hybrid, one per prompt, labelled by category):", "",
                   "![GenEval samples](results/geneval_samples.png)", ""]

@@ -28,6 +28,16 @@ def test_geneval_checks_pass_on_true_renders_and_fail_on_wrong_ones():
     assert geneval.prompt_for(random_scene(random.Random(0))).startswith("Draw a ")
 
 
+def test_one_case_moves_no_headline_score_by_more_than_005():
+    """Enough cases that a single lucky or unlucky prompt cannot pass or fail a bar on its own."""
+    settings = evaluate.EvalSettings()
+    per_category = [category for category, _ in geneval.prompts(settings)]
+    assert all(1 / per_category.count(category) <= 0.05 for category in geneval.CATEGORIES)
+    assert 1 / settings.vqa_questions <= 0.05 and 1 / settings.edit_singles <= 0.05
+    assert 1 / (len(PROCEDURES) * settings.steps_requests) <= 0.05  # a reply, however many steps it has
+    assert 1 / settings.emoji_prompts <= 0.05
+
+
 def test_vqa_answers_are_right_only_with_the_one_expected_word():
     assert is_correct("It is red.", "It is red.")
     assert not is_correct("It is red.", "It is red or blue.")

@@ -52,9 +52,10 @@ def _prompt(rng: random.Random) -> str:
 
 
 def text_conversations(rng: random.Random, count: int, backbone: str | None = None,
-                       max_new_tokens: int = 160, batch_size: int = 16) -> Iterator[list[dict]]:
+                       max_new_tokens: int = 160, batch_size: int = 64) -> Iterator[list[dict]]:
     """Up to `count` chats (replies the backbone did not finish are skipped), generated in
-    left-padded batches, which is several times faster than one prompt at a time on a CPU."""
+    left-padded batches, which is several times faster than one prompt at a time on a CPU
+    (2 cores: 3.0 s per chat at batch 16, 1.7 s at batch 64; bf16 autocast no faster)."""
     model, tokenizer = load_backbone(backbone)
     model.eval()
     tokenizer.padding_side = "left"

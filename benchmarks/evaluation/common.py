@@ -19,19 +19,20 @@ class EvalSettings:
     batch_size: int = 8
     cfg_scale: float = 3.0
     residual_steps: int = 8
-    geneval_prompts: int = 8  # per category
+    geneval_prompts: int = 24  # per category: one prompt moves a category by 0.04 (8 moved it by 0.125)
     cfg_sweep: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+    cfg_sweep_prompts: int = 8  # per category and scale: the sweep shows a trend, the headline score uses 24
     emoji_prompts: int = 100
     vqa_questions: int = 60
     naming_images: int = 60
-    steps_requests: int = 2  # per procedure
+    steps_requests: int = 4  # per procedure: 24 replies, each scored on all its steps
     text_chats: int = 24
     edit_singles: int = 48
     edit_chains: int = 16
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(batch_size=4, geneval_prompts=1, cfg_sweep=(1.0, 3.0), emoji_prompts=2, vqa_questions=2,
+        return cls(batch_size=4, geneval_prompts=1, cfg_sweep=(1.0, 3.0), cfg_sweep_prompts=1, emoji_prompts=2, vqa_questions=2,
                    naming_images=2, steps_requests=1, text_chats=2, edit_singles=2, edit_chains=1)
 
 
