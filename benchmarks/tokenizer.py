@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N held-out images (quick checks)")
     parser.add_argument("--heldout-percent", type=float, default=10.0,
                         help="held-out share of emoji groups; must match the one used in training")
+    parser.add_argument("--speed-images", type=int, default=None,
+                        help="held-out images per timed pass, in whole batches (default: all of them)")
     parser.add_argument("--photos", type=int, default=256, help="held-out photograph crops to score")
     parser.add_argument("--geneval-prompts", type=int, default=24,
                         help="GenEval ceiling prompts per category (6 categories)")
@@ -67,7 +69,7 @@ def _median_images_per_second(function, batches: list, num_images: int, repeats:
 
 @torch.no_grad()
 def run(model: HybridTokenizer, dataset: OpenMojiDataset, batch_size: int, repeats: int,
-        limit: int | None = None) -> dict[str, float]:
+        limit: int | None = None, speed_images: int | None = None) -> dict[str, float]:
     count = len(dataset) if limit is None else min(limit, len(dataset))
     pixels = torch.stack([dataset[index]["pixels"] for index in range(count)])
     batches = list(pixels.split(batch_size))
@@ -85,8 +87,12 @@ def run(model: HybridTokenizer, dataset: OpenMojiDataset, batch_size: int, repea
             scores[f"ssim_{name}"].append(ssim(reconstruction, batch))
     results = {key: float(torch.cat(values).mean()) for key, values in scores.items()}
     results["codebook_usage"] = float(used.float().mean())
-    results["encode_images_per_s"] = _median_images_per_second(model.encode_pixels, batches, count, repeats)
-    results["decode_images_per_s"] = _median_images_per_second(model.decode, token_batches, count, repeats)
+    timed = len(batches) if speed_images is None else max(1, -(-speed_images // batch_size))  # whole batches
+    timed_images = sum(len(batch) for batch in batches[:timed])
+    results["encode_images_per_s"] = _median_images_per_second(model.encode_pixels, batches[:timed], timed_images,
+                                                               repeats)
+    results["decode_images_per_s"] = _median_images_per_second(model.decode, token_batches[:timed], timed_images,
+                                                               repeats)
     results["num_images"] = count
     return results
 
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     model = HybridTokenizer.from_pretrained(args.model)
     dataset = OpenMojiDataset("heldout", model.config.image_size, args.heldout_percent)
-    results = run(model, dataset, args.batch_size, args.repeats, args.limit)
+    results = run(model, dataset, args.batch_size, args.repeats, args.limit, args.speed_images)
     results |= world_scores(model, args)
     print(format_table(results))
     if args.json is not None:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `pytest -n N`: the cores are shared out, not oversubscribed
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def shared_folder(tmp_path_factory) -> Path:
+    """A folder every test process of this session sees: under pytest-xdist the workers' base
+    temporary folders' parent, else the base temporary folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
@@ -54,7 +67,14 @@ def default_backbone_dir(tmp_path_factory):
     """The real default backbone, converted once per test session (about a minute) into a temporary cache."""
     from vlm.backbone import DEFAULT_BACKBONE, convert_default_backbone
 
-    return convert_default_backbone(tmp_path_factory.getbasetemp() / "cache" / "backbones" / DEFAULT_BACKBONE)
+    shared = shared_folder(tmp_path_factory)
+    with FileLock(shared / "backbone.lock"):  # one conversion, whichever worker asks first
+        converted = convert_default_backbone(shared / "cache" / "backbones" / DEFAULT_BACKBONE)
+    local = tmp_path_factory.getbasetemp() / "cache" / "backbones" / DEFAULT_BACKBONE  # this process's cache
+    if local != converted and not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.symlink_to(converted, target_is_directory=True)
+    return local
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +83,9 @@ def default_text_tokenizer_dir(tmp_path_factory):
     tiny models borrow the real tokenizer and chat template."""
     from vlm.backbone import default_text_tokenizer_dir
 
-    return default_text_tokenizer_dir(tmp_path_factory.getbasetemp() / "cache" / "text_tokenizer")
+    shared = shared_folder(tmp_path_factory)
+    with FileLock(shared / "text_tokenizer.lock"):
+        return default_text_tokenizer_dir(shared / "cache" / "text_tokenizer")
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +95,24 @@ def default_text_tokenizer(default_text_tokenizer_dir):
     return AutoTokenizer.from_pretrained(default_text_tokenizer_dir)
 
 
-@pytest.fixture
-def tiny_parts(tmp_path, default_text_tokenizer_dir):
+@pytest.fixture(scope="session")
+def tiny_parts_once(tmp_path_factory, default_text_tokenizer_dir):
+    """The tiny backbone and image tokenizer folders, written once per session (tests only read them)."""
     torch.manual_seed(0)
-    backbone_dir = tmp_path / "backbone"
+    root = tmp_path_factory.mktemp("tiny_parts")
+    backbone_dir = root / "backbone"
     config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(backbone_dir)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(default_text_tokenizer_dir / name, backbone_dir / name)
-    tokenizer_dir = tmp_path / "image_tokenizer"
+    tokenizer_dir = root / "image_tokenizer"
     HybridTokenizer(tiny_tokenizer_config()).save_pretrained(tokenizer_dir)
     return backbone_dir, tokenizer_dir
+
+
+@pytest.fixture
+def tiny_parts(tiny_parts_once):
+    """(tiny backbone folder, tiny image tokenizer folder), with the global seed reset as before each test."""
+    torch.manual_seed(0)
+    return tiny_parts_once

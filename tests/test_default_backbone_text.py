@@ -10,11 +10,9 @@ from transformers import AutoModelForCausalLM
 from generation import GenerationConfig, TextDelta, stream_generate
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
-PROMPTS = [
+PROMPTS = [  # a question, a creative request, arithmetic: each decodes 32 tokens in both models
     "What is the capital of France?",
     "Write a haiku about the sea.",
-    "Give me three tips for learning Python.",
-    "Explain photosynthesis in one sentence.",
     "What is 12 times 7?",
 ]
 
