@@ -27,7 +27,7 @@ browser:
 	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; fi; }
 
 test: setup browser
-	$(BIN)/python -m pytest -q -n auto --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=15
 
 # The Gradio chat app on the default model (http://127.0.0.1:7860; python app.py --help for options).
 app: setup
