@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test app lint benchmark-tokenizer train-default
+.PHONY: setup browser test app lint benchmark-tokenizer train-default train-default-gpu
 
 setup: $(STAMP)
 
@@ -43,3 +43,10 @@ benchmark-tokenizer: setup
 train-default: setup
 	test -f data/default/mix.yaml || $(BIN)/python -m training.build_data default --out data/default
 	$(BIN)/python -m training.train --config training/configs/default_model.yaml
+
+# The same recipe on one GPU inside 25 minutes (training/configs/default_model_gpu.yaml); pass the
+# image tokenizer it trains on, e.g. IMAGE_TOKENIZER=runs/tok512_s1200 (the shipped one when unset).
+train-default-gpu: setup
+	test -f data/default/mix.yaml || $(BIN)/python -m training.build_data default --out data/default
+	$(BIN)/python -m training.train --config training/configs/default_model_gpu.yaml \
+	  $(if $(IMAGE_TOKENIZER),--image-tokenizer $(IMAGE_TOKENIZER))

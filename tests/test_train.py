@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from training import data as data_cli
 from training.build_data import main as build_main
 from training.data import DataError, load_jsonl, read_jsonl
 from training.residual_updates import update_residual_head
+from training.state_io import load_state
 from training.train import TrainConfig, build_model, parse_args
 from training.train import main as train_main
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
@@ -116,13 +118,18 @@ def test_a_tiny_run_lowers_the_loss_and_its_model_generates(tiny_parts, shapes_d
     assert len(reply.images) == 1
 
 
-@pytest.mark.parametrize("residual_updates", ["0", "2"])
+@pytest.mark.parametrize(("residual_updates", "first_leg"), [
+    ("0", ["--steps", "2"]),  # stopped at a checkpoint by --steps
+    ("2", ["--steps", "4", "--stop-after-minutes", "0"]),  # out of time after step 1: checkpointed there
+])
 def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, shapes_data, tmp_path,
-                                                                   residual_updates):
+                                                                   residual_updates, first_leg):
     common = ["--warmup-steps", "100", "--checkpoint-every", "2",  # inside warm-up the schedule ignores --steps
               "--residual-head-updates", residual_updates]
     train(tiny_parts, shapes_data, tmp_path / "straight", "--steps", "4", *common)
-    train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "2", *common)
+    train(tiny_parts, shapes_data, tmp_path / "resumed", *first_leg, *common)
+    stopped_at = 1 if "--stop-after-minutes" in first_leg else 2
+    assert load_state(tmp_path / "resumed" / "checkpoint")["step"] == stopped_at
     train(tiny_parts, shapes_data, tmp_path / "resumed", "--steps", "4", *common)
     files = sorted(path.name for path in (tmp_path / "straight" / "model").glob("*.safetensors"))
     assert {"adapter.safetensors", "image_layers.safetensors"} <= set(files)  # adapters, image layers and heads
@@ -340,3 +347,15 @@ def test_bf16_training_runs_learns_and_saves_float32_weights(tiny_parts, shapes_
     for path in (out / "model").glob("*.safetensors"):
         assert {tensor.dtype for tensor in load_file(str(path)).values()} == {torch.float32}, path.name
     assert json.loads((out / "train_config.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_the_gpu_recipe_is_the_cpu_recipe_at_a_bigger_batch_inside_25_minutes():
+    configs = Path(__file__).resolve().parent.parent / "training" / "configs"
+    cpu = parse_args(["--config", str(configs / "default_model.yaml")])
+    gpu = parse_args(["--config", str(configs / "default_model_gpu.yaml")])
+    same = ("data", "validation_data", "init", "finetune", "lora_rank", "lora_alpha", "image_layers_learning_rate",
+            "residual_head_learning_rate", "residual_head_updates", "image_loss_per", "condition_dropout",
+            "learning_rate", "min_learning_rate_ratio", "mixed_precision", "seed")
+    assert {name: getattr(gpu, name) for name in same} == {name: getattr(cpu, name) for name in same}
+    assert gpu.batch_size > cpu.batch_size and gpu.output_dir != cpu.output_dir
+    assert gpu.stop_after_minutes is not None and gpu.stop_after_minutes <= 25

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import broadcast
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -82,6 +83,7 @@ class TrainConfig:
     validation_data: str | None = None  # a JSONL file or a YAML mix of held-out conversations
     validation_conversations: int = 24  # per source of validation_data
     validation_every: int | None = None  # None: at every checkpoint
+    stop_after_minutes: float | None = None  # checkpoint, save and stop after this much wall time; re-run resumes
     seed: int = 0
 
 
@@ -134,6 +136,9 @@ HELP = {
     "validation_conversations": "held-out conversations scored per source of --validation-data",
     "validation_every": "steps between held-out measurements (also one before the first step); "
                         "default: --checkpoint-every",
+    "stop_after_minutes": "after the step that passes this many minutes of wall time (from this start), "
+                          "checkpoint, save the model and stop; the same command resumes (for a session or a "
+                          "lent GPU with a time limit); unset: run to --steps",
     "seed": "seed for weights, data order, condition dropout and diffusion noise",
 }
 
@@ -254,6 +259,17 @@ def write_samples(model: UnifiedVLM, out: Path, seed: int) -> None:
     model.image_tokenizer.eval()
 
 
+def time_is_up(started: float, minutes: float | None, accelerator: Accelerator) -> bool:
+    """Whether `minutes` of wall time have passed since `started`, agreed by every process (the
+    first one's clock decides, so all stop at the same step)."""
+    if minutes is None:
+        return False
+    flag = torch.tensor([float(time.time() - started >= 60 * minutes)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = broadcast(flag, from_process=0)
+    return bool(flag.item())
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -368,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
                 append_row(log_path, columns, row)
             window_tokens, window_padded, window_started = 0, 0, time.time()
             sums, counts = {}, {}
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        out_of_time = time_is_up(started, config.stop_after_minutes, accelerator)
+        if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(checkpoint, unwrapped, optimizer, scheduler, step, generator)
@@ -377,6 +394,10 @@ def main(argv: list[str] | None = None) -> None:
                     write_samples(unwrapped, output / "samples" / f"step_{step:06d}", config.seed)
         if step % validation_every == 0 or step == config.steps:
             validate()
+        if out_of_time:
+            logger.info("stopped at step %d after --stop-after-minutes %g; re-run the same command to resume",
+                        step, config.stop_after_minutes)
+            break
     progress.close()
     if accelerator.is_main_process:
         write_loss_curve(log_path, output / "loss_curve.png")
