@@ -4,9 +4,9 @@ Text is sampled a token per forward. When a row samples `<|image_start|>` (or th
 forces an image), it draws an image by next-scale prediction: one forward per scale over
 the KV cache, every position of a scale sampled at once, guided by an unconditional
 branch (extra rows of the same cache, fed in the same forwards); then the residual head
-adds the continuous residual, the tokenizer decodes pixels, and the finished latent goes
-back in as the image's final block followed by `<|image_end|>`, so the text that follows
-sees the whole image.
+adds the continuous residual, the tokenizer decodes pixels (the image goes out to the caller
+here), and the finished latent goes back in as the image's final block followed by
+`<|image_end|>`, so the text that follows sees the whole image.
 
 Rows of a batch (n answers to one prompt, or several prompts) run in lockstep: a row that
 is drawing while another writes text feeds nothing in the other's forward (its slot is
@@ -293,11 +293,8 @@ class InterleavedGenerator:
             _, pixels, final_block = drawing.finish(residual)
             images = tensor_to_pil(pixels)
         codes = drawing.codes
-        cache.hide(rows_tensor, scales_start, cache.length)  # the final block and later read the final block only
-        chunk = torch.cat([final_block, self._text_embeddings(self.image_end_id, count)], dim=1)
-        offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])
-        with stage("final block forward"):
-            end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
+        # The image is finished once decoded: the caller shows it while the final block is fed
+        # back (a forward the user would otherwise wait for), which only the text after it needs.
         for position, index in enumerate(indices):
             row = rows[index]
             with torch.inference_mode(False):  # ordinary tensors, usable in training code afterwards
@@ -306,6 +303,11 @@ class InterleavedGenerator:
             yield ImageFinished(index, row.images, images[position], tokens)
             row.images += 1
             row.segment_ids, row.emitted = [], ""
+        cache.hide(rows_tensor, scales_start, cache.length)  # the final block and later read the final block only
+        chunk = torch.cat([final_block, self._text_embeddings(self.image_end_id, count)], dim=1)
+        offsets = torch.cat([torch.zeros(chunk.shape[1] - 1, dtype=torch.long), torch.ones(1, dtype=torch.long)])
+        with stage("final block forward"):
+            end_hidden = self._extend_rows(cache, chunk, offsets[None], rows_tensor)[:, -1]
         return end_hidden
 
 

@@ -338,6 +338,18 @@ def test_the_stage_timer_sees_every_stage_and_changes_nothing(model):
     assert timer.calls["image head"] == len(scales)
 
 
+def test_a_drawn_image_is_sent_before_its_final_block_is_fed_back(model):
+    """The user sees the image one forward sooner; the text after it still reads its final block."""
+    config = GenerationConfig(seed=3, force_image=True, max_new_tokens=0, cfg_scale=3.0)
+    timer = StageTimer()
+    seen_at_image = None
+    for event in stream_generate(model, CHAT, config, timer=timer):
+        if isinstance(event, ImageFinished):
+            seen_at_image = dict(timer.calls)
+    assert seen_at_image is not None and seen_at_image.get("decode pixels") == 1
+    assert "final block forward" not in seen_at_image and timer.calls["final block forward"] == 1
+
+
 def test_a_bfloat16_backbone_draws_and_writes_close_to_float32(model, tmp_path):
     """`--dtype bfloat16` loads the backbone's weights in bf16 (half the bytes per pass); the
     heads and the tokenizer stay fp32, and what the model predicts stays close."""
