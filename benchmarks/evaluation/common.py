@@ -32,8 +32,8 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(batch_size=4, geneval_prompts=1, cfg_sweep=(1.0, 3.0), cfg_sweep_prompts=1, emoji_prompts=2, vqa_questions=2,
-                   naming_images=2, steps_requests=1, text_chats=2, edit_singles=2, edit_chains=1)
+        return cls(batch_size=4, geneval_prompts=1, cfg_sweep=(1.0, 3.0), cfg_sweep_prompts=1, emoji_prompts=2,
+                   vqa_questions=2, naming_images=2, steps_requests=1, text_chats=2, edit_singles=2, edit_chains=1)
 
 
 def image_config(settings: EvalSettings, **overrides) -> GenerationConfig:
