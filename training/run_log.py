@@ -48,3 +48,36 @@ def resume_log(path: Path, step: int) -> None:
         writer.writeheader()
         writer.writerows(rows)
     staging.replace(path)
+
+
+def write_loss_curve(log_path: Path, out: Path) -> None:
+    """The losses and the per-scale image losses of log.csv against the step (loss_curve.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    figure, (axis, scale_axis) = plt.subplots(1, 2, figsize=(12, 4))
+    steps = [int(row["step"]) for row in rows]
+
+    def column(name: str) -> list[float]:
+        return [float(row[name]) if row.get(name) else float("nan") for row in rows]
+
+    for name in ("total", "text", "image", "residual"):
+        axis.plot(steps, column(name), label=name)
+    for name in sorted(key for key in rows[0] if key.startswith("image_scale_")):
+        scale_axis.plot(steps, column(name), label=name.replace("image_scale_", "scale "))
+    for subplot, title in ((axis, "losses (window means)"), (scale_axis, "image loss per scale")):
+        subplot.set_xlabel("step")
+        subplot.set_ylabel("loss (nats)")
+        subplot.set_yscale("log")
+        subplot.set_title(title)
+        subplot.legend()
+        subplot.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)

@@ -14,7 +14,6 @@ their plot, OUTPUT/samples/ images generated at each checkpoint.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -36,7 +35,7 @@ from training.batching import length_groups
 from training.cli import parse_config
 from training.mixed_data import MixedConversations
 from training.residual_updates import update_residual_head
-from training.run_log import append_row, resume_log
+from training.run_log import append_row, resume_log, write_loss_curve
 from training.schedule import warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
@@ -206,38 +205,6 @@ def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, s
     save_state(staging, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                          "rng": rng_state(generator)})
     swap_in(staging, checkpoint)
-
-
-def write_loss_curve(log_path: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with log_path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return
-    figure, (axis, scale_axis) = plt.subplots(1, 2, figsize=(12, 4))
-    steps = [int(row["step"]) for row in rows]
-
-    def column(name: str) -> list[float]:
-        return [float(row[name]) if row.get(name) else float("nan") for row in rows]
-
-    for name in ("total", "text", "image", "residual"):
-        axis.plot(steps, column(name), label=name)
-    for name in sorted(key for key in rows[0] if key.startswith("image_scale_")):
-        scale_axis.plot(steps, column(name), label=name.replace("image_scale_", "scale "))
-    for subplot, title in ((axis, "losses (window means)"), (scale_axis, "image loss per scale")):
-        subplot.set_xlabel("step")
-        subplot.set_ylabel("loss (nats)")
-        subplot.set_yscale("log")
-        subplot.set_title(title)
-        subplot.legend()
-        subplot.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
 
 
 def write_samples(model: UnifiedVLM, out: Path, seed: int) -> None:
