@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from PIL import Image
@@ -165,8 +167,16 @@ def test_a_fresh_run_drives_the_trainer_command_line(tiny_parts, tmp_path):
     assert fresh.train(writer.path, tmp_path / "run") > 0
     assert [row["step"] for row in read_log(tmp_path / "run" / "log.csv")] == [1.0, 2.0]
     assert (tmp_path / "run" / "model" / "vlm_config.json").is_file()
-    with pytest.raises(SystemExit, match="failed with exit code"):
-        fresh.train(tmp_path / "missing.jsonl", tmp_path / "run-missing")
+    # A failing child is reported with its exit code (how the trainer fails on bad data is tested in
+    # test_bad_inputs and test_train; a second child process here would cost seconds for the same code path).
+    import subprocess
+
+    from benchmarks import fresh_training
+
+    failed = subprocess.CompletedProcess(fresh.command(writer.path, tmp_path / "run-2"), returncode=2)
+    with mock.patch.object(fresh_training.subprocess, "run", return_value=failed), \
+            pytest.raises(SystemExit, match="failed with exit code 2"):
+        fresh.train(writer.path, tmp_path / "run-2")
 
 
 def test_fresh_run_paths_relative_to_the_caller_are_made_absolute(tmp_path):
