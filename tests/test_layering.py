@@ -7,6 +7,8 @@ needs no import of the packages themselves.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,11 @@ def test_the_benchmarks_import_no_training_module():
     imports = project_imports("benchmarks")
     assert imports.get("training", set()) == set()
     assert set(imports) <= {"benchmarks", "app", "chat", "generation", "vlm", "worlds"}
+
+
+def test_a_light_module_does_not_import_the_model_through_its_package():
+    """Package exports load on first use (vlm/lazy_exports.py): saving a conversation, as the
+    save-crash children do, needs neither transformers nor peft (the README test uses the exports)."""
+    code = "import sys, chat.conversation; print([m for m in ('transformers', 'peft') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
