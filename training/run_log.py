@@ -11,22 +11,32 @@ import csv
 from pathlib import Path
 
 
+def read_log(path: Path) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a log CSV."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _rewrite(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Replace the file by `rows` under `columns` (values by name), through a renamed temporary file."""
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    staging.replace(path)
+
+
 def append_row(path: Path, columns: list[str], row: dict) -> None:
     """Append one row (header first if the file is new). A file written with other columns
     (a run resumed by a newer version that logs more) is rewritten under the new header first,
     its old rows keeping their values by name."""
     new_file = not path.is_file()
     if not new_file:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            old_columns, rows = reader.fieldnames or [], list(reader)
+        old_columns, rows = read_log(path)
         if old_columns != columns:
-            staging = path.with_name(path.name + ".tmp")
-            with staging.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            staging.replace(path)
+            _rewrite(path, columns, rows)
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         if new_file:
@@ -38,16 +48,8 @@ def resume_log(path: Path, step: int) -> None:
     """Keep only the rows up to `step` (the step the run resumes from; 0 starts afresh)."""
     if not path.is_file():
         return
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) <= step]
-    staging = path.with_name(path.name + ".tmp")
-    with staging.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    staging.replace(path)
+    columns, rows = read_log(path)
+    _rewrite(path, columns, [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) <= step])
 
 
 def write_loss_curve(log_path: Path, out: Path) -> None:
@@ -57,8 +59,7 @@ def write_loss_curve(log_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with log_path.open() as handle:
-        rows = list(csv.DictReader(handle))
+    _, rows = read_log(log_path)
     if not rows:
         return
     figure, (axis, scale_axis) = plt.subplots(1, 2, figsize=(12, 4))

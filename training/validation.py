@@ -10,7 +10,6 @@ time), so the numbers are comparable across steps and across runs on the same se
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from training.mixed_data import MixedConversations
-from training.run_log import append_row
+from training.run_log import append_row, read_log
 from training.token_cache import TokenCache
 from vlm.unified_model import UnifiedVLM
 
@@ -85,8 +84,7 @@ def write_validation_curve(path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
+    _, rows = read_log(path)
     if not rows:
         return
     figure, axes = plt.subplots(1, 3, figsize=(16, 4))
