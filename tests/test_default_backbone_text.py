@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from generation import GenerationConfig, TextDelta, stream_generate
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
-PROMPTS = [  # a question, a creative request, arithmetic: each decodes 32 tokens in both models
+PROMPTS = [  # a question, a creative request, arithmetic: each decodes 16 tokens in both models
     "What is the capital of France?",
     "Write a haiku about the sea.",
     "What is 12 times 7?",
@@ -27,9 +27,9 @@ def test_greedy_text_matches_the_stock_backbone(default_backbone_dir):
                                                    return_dict=True)["input_ids"]
         with torch.no_grad():
             expected = stock.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
-                                      max_new_tokens=32, pad_token_id=tokenizer.eos_token_id)[0, prompt_ids.shape[1]:]
+                                      max_new_tokens=16, pad_token_id=tokenizer.eos_token_id)[0, prompt_ids.shape[1]:]
         expected = [token for token in expected.tolist() if token != tokenizer.eos_token_id]
-        config = GenerationConfig(temperature=0.0, max_new_tokens=32, max_images=0)
+        config = GenerationConfig(temperature=0.0, max_new_tokens=16, max_images=0)
         ours = [token for event in stream_generate(model, chat, config) if isinstance(event, TextDelta)
                 for token in event.token_ids]
         assert ours == expected, prompt

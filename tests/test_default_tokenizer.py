@@ -21,8 +21,8 @@ def test_benchmark_writes_every_key_and_the_shipped_tokenizer_keeps_its_quality(
     The issue's bar (hybrid >= 30 dB, gap >= 4 dB) is not met yet; raise these floors when a
     better tokenizer ships."""
     output = tmp_path / "tokenizer.json"
-    tokenizer.main(["--json", str(output), "--limit", "128", "--repeats", "1", "--speed-images", "64",
-                    "--photos", "16", "--geneval-prompts", "2"])
+    tokenizer.main(["--json", str(output), "--limit", "128", "--repeats", "1", "--batch-size", "16",
+                    "--speed-images", "16", "--photos", "16", "--geneval-prompts", "2"])
     results = json.loads(output.read_text())
     assert JSON_KEYS <= set(results)
     assert "| PSNR hybrid (dB) |" in capsys.readouterr().out

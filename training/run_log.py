@@ -52,17 +52,32 @@ def resume_log(path: Path, step: int) -> None:
     _rewrite(path, columns, [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) <= step])
 
 
+def log_loss_figure(panels: int, width: float):
+    """A figure of `panels` side-by-side axes with log-scaled y, tick labels in plain text and a
+    layout by fixed margins. Matplotlib's defaults (mathtext tick labels, `tight_layout` measuring
+    every label) made each plot cost about a second, paid at every validation of a run and in
+    every trainer test; these cost about half."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, nothing to close
+    from matplotlib.ticker import LogFormatter
+
+    figure = Figure(figsize=(width, 4), dpi=100)
+    axes = figure.subplots(1, panels)
+    figure.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.13, top=0.92, wspace=0.25)
+    for axis in axes:
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(LogFormatter())
+        axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels minor ticks under a decade
+        axis.grid(alpha=0.3, which="both")
+        axis.set_xlabel("step")
+    return figure, axes
+
+
 def write_loss_curve(log_path: Path, out: Path) -> None:
     """The losses and the per-scale image losses of log.csv against the step (loss_curve.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     _, rows = read_log(log_path)
     if not rows:
         return
-    figure, (axis, scale_axis) = plt.subplots(1, 2, figsize=(12, 4))
+    figure, (axis, scale_axis) = log_loss_figure(2, 12)
     steps = [int(row["step"]) for row in rows]
 
     def column(name: str) -> list[float]:
@@ -73,12 +88,7 @@ def write_loss_curve(log_path: Path, out: Path) -> None:
     for name in sorted(key for key in rows[0] if key.startswith("image_scale_")):
         scale_axis.plot(steps, column(name), label=name.replace("image_scale_", "scale "))
     for subplot, title in ((axis, "losses (window means)"), (scale_axis, "image loss per scale")):
-        subplot.set_xlabel("step")
         subplot.set_ylabel("loss (nats)")
-        subplot.set_yscale("log")
         subplot.set_title(title)
         subplot.legend()
-        subplot.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    figure.savefig(out)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from training.mixed_data import MixedConversations
-from training.run_log import append_row, read_log
+from training.run_log import append_row, log_loss_figure, read_log
 from training.token_cache import TokenCache
 from vlm.unified_model import UnifiedVLM
 
@@ -79,27 +79,17 @@ def log_validation(path: Path, step: int, results: dict[str, dict[str, float]], 
 
 def write_validation_curve(path: Path, out: Path) -> None:
     """Held-out text and image loss per source against the step (validation_curve.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     _, rows = read_log(path)
     if not rows:
         return
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
+    figure, axes = log_loss_figure(3, 16)
     for axis, loss in zip(axes, ("text", "image", "residual")):
         for source in dict.fromkeys(row["source"] for row in rows):
             points = [(int(row["step"]), float(row[loss])) for row in rows if row["source"] == source and row[loss]]
             if points:
                 axis.plot(*zip(*points), marker="o", markersize=3, label=source)
         axis.set_title(f"held-out {loss} loss per source")
-        axis.set_xlabel("step")
         axis.set_ylabel("loss (nats)" if loss != "residual" else "loss")
-        axis.set_yscale("log")
-        axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    figure.savefig(out)
