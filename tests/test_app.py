@@ -1,17 +1,24 @@
-"""The Gradio app, started on a free local port and driven with gradio_client (tiny random model)."""
+"""The Gradio app, started on a free local port and driven with gradio_client (tiny random model).
+
+Gradio (and the app, which imports it) are imported by the tests that use them, not at the top:
+every pytest worker imports every test module to collect it, and Gradio's import (~3 s) was a
+seventh of the suite's start-up.
+"""
 
 from __future__ import annotations
 
 import platform
 import threading
+from typing import TYPE_CHECKING
 
 import pytest
-from gradio_client import Client, handle_file
 
-from app import parse_args
 from benchmarks.app_browser import running_app as running_app_at
 from chat.memory import release_freed_memory
 from tests.tiny_vlm import force_one_image, perturbed, short_replies, tiny_model
+
+if TYPE_CHECKING:
+    from gradio_client import Client
 
 SETTINGS = {"temperature": 0.7, "cfg_scale": 3.0, "residual_steps": 2, "seed": 0, "max_images": 2}
 
@@ -21,6 +28,18 @@ def running_app(tiny_parts):
     model = short_replies(perturbed(tiny_model(tiny_parts)))  # random text, ended after a few tokens
     with running_app_at(model) as url:
         yield url, model
+
+
+def connect(url: str) -> Client:
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def upload_file(path) -> dict:
+    from gradio_client import handle_file
+
+    return handle_file(str(path))
 
 
 def send(client: Client, text: str, upload=None, **settings):
@@ -44,7 +63,7 @@ def contents(chat) -> list:
 
 def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp_path):
     url, _ = running_app
-    client = Client(url, verbose=False)
+    client = connect(url)
     chat, cleared_text, cleared_upload = send(client, "Hello there", max_images=0)
     assert [message["role"] for message in chat] == ["user", "assistant"] and cleared_text == ""
     chat, _, _ = send(client, "Draw a red circle.", max_images=2)
@@ -53,13 +72,13 @@ def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp
     from PIL import Image
 
     Image.new("RGB", (40, 40), "blue").save(image_path)
-    chat, _, _ = send(client, "What colour is this?", handle_file(str(image_path)))
+    chat, _, _ = send(client, "What colour is this?", upload_file(image_path))
     user_turn = chat[-2]["content"]
     assert any(is_image(part) for part in user_turn)
     before = len(chat)
     bad = tmp_path / "notes.txt"
     bad.write_text("this is not an image")
-    chat, _, _ = send(client, "and this?", handle_file(str(bad)))
+    chat, _, _ = send(client, "and this?", upload_file(bad))
     note = str(chat[-1]["content"])
     assert len(chat) == before + 1 and "notes.txt" in note  # a visible error of its own, nothing added
     assert "/tmp" not in note and "Error" not in note and "not an image" in note  # no server path or class
@@ -70,7 +89,7 @@ def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp
 
 def test_forced_image_reaches_the_chat_as_a_file(running_app):
     url, model = running_app
-    client = Client(url, verbose=False)
+    client = connect(url)
     force_one_image(model)
     chat, _, _ = send(client, "Draw something.")
     reply = chat[-1]["content"]
@@ -79,7 +98,7 @@ def test_forced_image_reaches_the_chat_as_a_file(running_app):
 
 def test_two_concurrent_sessions_keep_their_histories_apart(running_app):
     url, _ = running_app
-    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    first, second = connect(url), connect(url)
     results = {}
 
     def talk(name, client, text):
@@ -98,6 +117,8 @@ def test_two_concurrent_sessions_keep_their_histories_apart(running_app):
 
 
 def test_help_names_model_host_and_port(capsys):
+    from app import parse_args
+
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     out = capsys.readouterr().out
