@@ -1,20 +1,48 @@
-"""Shared fixtures: tiny random configs so every test runs in well under a second."""
+"""Shared fixtures: tiny random configs so every test runs in well under a second.
+
+Torch, transformers and the model code are imported inside the fixtures and hooks, not at the
+top: under pytest-xdist the controlling process loads this file too, before it starts any
+worker, and it runs no test (those imports were seconds of start-up with nothing else running).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from filelock import FileLock
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from vlm.tokenizer import HybridTokenizer, TokenizerConfig
+if TYPE_CHECKING:
+    from vlm.tokenizer import HybridTokenizer, TokenizerConfig
 
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `pytest -n N`: the cores are shared out, not oversubscribed
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+def pytest_configure(config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # a worker of `pytest -n N`: share the cores out
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under `pytest -n N --dist worksteal` each worker is first handed a contiguous share of this
+    list and an idle worker then steals from the end of another's queue. The tests marked `slow`
+    go to the front of their share (otherwise in file order, so the ones sharing the converted
+    backbone stay on one worker): the run then ends on quick tests that balance out, instead of
+    one worker finishing a 15-second test alone. Without workers the order is the files' order."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    ordered, start = [], 0
+    for worker in range(workers):  # xdist's first split: the next len(rest) // (workers left)
+        size = (len(items) - start) // (workers - worker)
+        share = items[start:start + size]
+        ordered += [item for item in share if item.get_closest_marker("slow")]
+        ordered += [item for item in share if not item.get_closest_marker("slow")]
+        start += size
+    items[:] = ordered
 
 
 def shared_folder(tmp_path_factory) -> Path:
@@ -25,6 +53,8 @@ def shared_folder(tmp_path_factory) -> Path:
 
 
 def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
+    from vlm.tokenizer import TokenizerConfig
+
     values = dict(
         image_size=32,
         latent_channels=8,
@@ -40,6 +70,10 @@ def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
 
 @pytest.fixture
 def tiny_tokenizer() -> HybridTokenizer:
+    import torch
+
+    from vlm.tokenizer import HybridTokenizer
+
     torch.manual_seed(0)
     return HybridTokenizer(tiny_tokenizer_config()).eval()
 
@@ -81,11 +115,11 @@ def default_backbone_dir(tmp_path_factory):
 def default_text_tokenizer_dir(tmp_path_factory):
     """The default backbone's text tokenizer files alone (seconds, not the backbone's conversion):
     tiny models borrow the real tokenizer and chat template."""
-    from vlm.backbone import default_text_tokenizer_dir
+    from vlm.backbone import text_tokenizer_from_gguf
 
     shared = shared_folder(tmp_path_factory)
     with FileLock(shared / "text_tokenizer.lock"):
-        return default_text_tokenizer_dir(shared / "cache" / "text_tokenizer")
+        return text_tokenizer_from_gguf(shared / "cache" / "text_tokenizer")
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +132,11 @@ def default_text_tokenizer(default_text_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_parts_once(tmp_path_factory, default_text_tokenizer_dir):
     """The tiny backbone and image tokenizer folders, written once per session (tests only read them)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vlm.tokenizer import HybridTokenizer
+
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny_parts")
     backbone_dir = root / "backbone"
@@ -114,5 +153,7 @@ def tiny_parts_once(tmp_path_factory, default_text_tokenizer_dir):
 @pytest.fixture
 def tiny_parts(tiny_parts_once):
     """(tiny backbone folder, tiny image tokenizer folder), with the global seed reset as before each test."""
+    import torch
+
     torch.manual_seed(0)
     return tiny_parts_once

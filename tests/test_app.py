@@ -61,6 +61,7 @@ def contents(chat) -> list:
     return [message["content"] for message in chat]
 
 
+@pytest.mark.slow
 def test_text_turn_image_request_upload_question_and_bad_upload(running_app, tmp_path):
     url, _ = running_app
     client = connect(url)
@@ -134,6 +135,7 @@ def test_freed_memory_is_handed_back_after_a_reply_on_glibc():
     assert release_freed_memory()
 
 
+@pytest.mark.slow
 def test_many_clients_get_every_reply_and_a_full_queue_says_busy(tiny_parts):
     from benchmarks.app_load import burst, run_load
 

@@ -48,6 +48,7 @@ def drawing_model(tiny_parts):
     return slowed(force_one_image(perturbed(tiny_model(tiny_parts)), words_first=3), 0.15)
 
 
+@pytest.mark.slow
 def test_a_drawing_is_previewed_scale_by_scale_shown_large_and_typing_survives(drawing_model, tmp_path):
     with running_app(drawing_model) as url, chromium_page(CHROMIUM) as page:
         page.goto(url)
@@ -85,6 +86,7 @@ def test_a_drawing_is_previewed_scale_by_scale_shown_large_and_typing_survives(d
         assert screenshot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_bad_upload_gets_its_own_plain_error_and_keeps_the_message(drawing_model, tmp_path):
     bad = tmp_path / "holiday.png"
     bad.write_text("this is a text file, renamed")
@@ -106,6 +108,7 @@ def test_a_bad_upload_gets_its_own_plain_error_and_keeps_the_message(drawing_mod
         assert page.locator(USER_MESSAGES).count() == 0  # nothing was added to the conversation
 
 
+@pytest.mark.slow
 def test_stop_marks_the_reply_as_stopped(tiny_parts):
     model = slowed(force_one_image(perturbed(tiny_model(tiny_parts)), words_first=3), 0.5)
     with running_app(model) as url, chromium_page(CHROMIUM) as page:

@@ -47,6 +47,7 @@ def test_missing_wheel_error_names_the_install_command(monkeypatch):
         backbone.smollm2_gguf_path()
 
 
+@pytest.mark.slow
 def test_default_backbone_converts_once_and_answers(default_backbone_dir):
     """Uses the real default (SmolLM2-135M-Instruct from the wheel): ~1 minute to convert the GGUF."""
     target = default_backbone_dir
@@ -61,16 +62,19 @@ def test_default_backbone_converts_once_and_answers(default_backbone_dir):
     assert not [path for path in target.parent.iterdir() if path.name.startswith(".")]  # no staging left
 
 
-def test_the_text_tokenizer_alone_is_the_converted_backbones(default_backbone_dir, tmp_path, monkeypatch):
+def test_the_text_tokenizer_alone_is_the_converted_backbones(default_backbone_dir, default_text_tokenizer_dir):
+    """The session's tokenizer-only folder (conftest writes it with `text_tokenizer_from_gguf`)
+    tokenizes and templates chats exactly as the converted backbone does."""
     from transformers import AutoTokenizer
 
-    assert backbone.default_text_tokenizer_dir(tmp_path / "unused") == default_backbone_dir  # converted: reused
-    monkeypatch.setattr(backbone, "default_backbone_dir", lambda: tmp_path / "not_converted")
-    folder = backbone.default_text_tokenizer_dir(tmp_path / "tokenizer")
-    assert sorted(path.name for path in folder.iterdir()) == ["chat_template.jinja", "tokenizer.json",
-                                                              "tokenizer_config.json"]
+    folder = default_text_tokenizer_dir
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
     alone, converted = AutoTokenizer.from_pretrained(folder), AutoTokenizer.from_pretrained(default_backbone_dir)
-    chat = [{"role": "user", "content": "Draw a red circle, please."}]
+    chat = [{"role": "user", "content": "Draw a red circle, please."},
+            {"role": "assistant", "content": "Here it is: a circle, filled red. 🎨 Anything else?"}]
     assert alone.apply_chat_template(chat, add_generation_prompt=True) == \
         converted.apply_chat_template(chat, add_generation_prompt=True)
-    assert backbone.default_text_tokenizer_dir(tmp_path / "tokenizer") == folder  # written once
+    written = (folder / "tokenizer.json").stat().st_mtime_ns
+    assert backbone.text_tokenizer_from_gguf(folder) == folder  # written once: found, not rewritten
+    assert (folder / "tokenizer.json").stat().st_mtime_ns == written

@@ -20,6 +20,7 @@ def test_the_catalogue_covers_every_entry_point(cases):
     assert len(cases) >= 60 and len({(case.group, case.name) for case in cases}) == len(cases)
 
 
+@pytest.mark.slow
 def test_every_bad_input_ends_clearly_and_changes_nothing(cases):
     failures = [f"{outcome.case.group} / {outcome.case.name}: {outcome.detail}"
                 for outcome in run_cases(cases) if not outcome.ok]

@@ -30,6 +30,7 @@ def test_a_conversation_over_the_budget_goes_alone_and_no_budget_keeps_one_forwa
         length_groups([10], 0)
 
 
+@pytest.mark.slow
 def test_a_run_split_by_length_pads_less_and_still_learns(tiny_parts, tmp_path):
     data = tmp_path / "data"
     build_main(["shapes", "--out", str(data), "--count", "6", "--seed", "1"])

@@ -125,6 +125,7 @@ def test_inline_previews_speak_each_terminal_protocol_and_detect_terminals():
     assert inline_image.detect({"TERM": "xterm-256color"}) is None
 
 
+@pytest.mark.slow
 def test_a_save_that_runs_out_of_disk_says_so_and_keeps_the_earlier_save(tmp_path):
     from benchmarks.save_crashes import full_disk_save, killed_saves
 

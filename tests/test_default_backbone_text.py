@@ -4,6 +4,7 @@ same as the stock model's own `generate()`."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -17,6 +18,7 @@ PROMPTS = [  # a question, a creative request, arithmetic: each decodes 16 token
 ]
 
 
+@pytest.mark.slow
 def test_greedy_text_matches_the_stock_backbone(default_backbone_dir):
     model = UnifiedVLM.from_backbone(UnifiedVLMConfig(backbone=str(default_backbone_dir))).eval().fold_adapters()
     stock = AutoModelForCausalLM.from_pretrained(default_backbone_dir, torch_dtype=torch.float32).eval()

@@ -3,10 +3,13 @@ it loads by default, answers in text, and draws an image when asked."""
 
 from __future__ import annotations
 
+import pytest
+
 from generation import GenerationConfig, generate
 from vlm.unified_model import UnifiedVLM
 
 
+@pytest.mark.slow
 def test_the_default_model_loads_chats_and_draws(default_backbone_dir):
     model = UnifiedVLM.from_pretrained()
     assert model.image_tokenizer.config.image_size == 64

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import reconstruct, tokenizer
 from vlm.tokenizer import HybridTokenizer
 
@@ -15,6 +17,7 @@ JSON_KEYS = {"psnr_discrete", "psnr_hybrid", "ssim_discrete", "ssim_hybrid", "co
              "encode_images_per_s", "decode_images_per_s"}
 
 
+@pytest.mark.slow
 def test_benchmark_writes_every_key_and_the_shipped_tokenizer_keeps_its_quality(tmp_path, capsys):
     """Regression guard at the shipped tokenizer's measured level on the first 128 held-out emoji
     (hybrid 25.97 dB, discrete 22.68 dB; on all 377: 27.4 and 23.7, `python -m benchmarks.tokenizer`).

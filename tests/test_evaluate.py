@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import torch
 from PIL import Image
 
@@ -69,6 +70,7 @@ def test_the_emoji_classifier_ranks_names_and_augments_within_range():
     assert [len(names) for names in ranked] == [5, 5] and all(len(set(names)) == 5 for names in ranked)
 
 
+@pytest.mark.slow
 def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_parts, tmp_path, capsys):
     """A quick run on a tiny random model (everything but the emoji task, which renders all of OpenMoji)."""
     model_dir = tmp_path / "model"

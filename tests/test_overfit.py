@@ -152,6 +152,7 @@ def test_fresh_runs_keep_or_remove_their_work_folder(tmp_path):
         run_in_work_dir(tmp_path / "kept", "x-", lambda work: {})
 
 
+@pytest.mark.slow
 def test_a_fresh_run_drives_the_trainer_command_line(tiny_parts, tmp_path):
     from benchmarks.fresh_training import FreshRun, read_log
     from worlds.conversation_writer import ConversationWriter

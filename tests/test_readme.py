@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -32,6 +33,7 @@ def test_the_readme_has_python_examples():
     assert all(code.strip() for _, code in blocks)
 
 
+@pytest.mark.slow
 def test_the_readme_python_examples_run_as_written(tiny_parts, tmp_path, monkeypatch):
     backbone_dir, _ = tiny_parts
     load = vlm.unified_model.load_backbone

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import speed
 from tests.tiny_vlm import perturbed, tiny_model
 
 
+@pytest.mark.slow
 def test_the_speed_benchmark_reports_every_measure_and_the_image_shows_before_its_final_block(tiny_parts, tmp_path,
                                                                                                capsys):
     perturbed(tiny_model(tiny_parts)).save_pretrained(tmp_path / "model")

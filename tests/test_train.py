@@ -104,6 +104,7 @@ def losses(out):
         return [float(row["total"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_a_tiny_run_lowers_the_loss_and_its_model_generates(tiny_parts, shapes_data, tmp_path):
     out = tmp_path / "run"
     train(tiny_parts, shapes_data, out, "--steps", "40", "--learning-rate", "1e-2", "--warmup-steps", "5",
@@ -122,6 +123,7 @@ def test_a_tiny_run_lowers_the_loss_and_its_model_generates(tiny_parts, shapes_d
     ("0", ["--steps", "2"]),  # stopped at a checkpoint by --steps
     ("2", ["--steps", "4", "--stop-after-minutes", "0"]),  # out of time after step 1: checkpointed there
 ])
+@pytest.mark.slow
 def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, shapes_data, tmp_path,
                                                                    residual_updates, first_leg):
     common = ["--warmup-steps", "100", "--checkpoint-every", "2",  # inside warm-up the schedule ignores --steps
@@ -336,6 +338,7 @@ def test_lora_alpha_follows_the_rank_unless_given(tiny_parts, tmp_path):
     assert given.backbone.peft_config["default"].lora_alpha == 3
 
 
+@pytest.mark.slow
 def test_bf16_training_runs_learns_and_saves_float32_weights(tiny_parts, shapes_data, tmp_path):
     """`--mixed-precision bf16` (what 'auto' picks on a CPU with AVX512/AMX, or a GPU): autocast
     forwards, fp32 master weights, the same files as an fp32 run."""

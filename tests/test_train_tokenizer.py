@@ -50,6 +50,7 @@ def read_log(output):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_a_tiny_run_lowers_the_reconstruction_loss(image_folder, tiny_config_file, tmp_path):
     output = tmp_path / "run"
     run_training(image_folder, tiny_config_file, output, 60)

@@ -75,6 +75,7 @@ def test_save_then_load_gives_identical_outputs(tiny_parts, tmp_path):
     assert torch.equal(before.losses["residual"], after.losses["residual"])
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_one_conversation_with_an_image(tiny_parts):
     model = tiny_model(tiny_parts, finetune="full")
     model.train()

@@ -41,6 +41,7 @@ def rows(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_held_out_losses_are_logged_per_source_and_do_not_change_training(tiny_parts, mixed_data, tmp_path):
     train(tiny_parts, mixed_data, tmp_path / "plain", "--steps", "8", "--checkpoint-every", "8")
     train(tiny_parts, mixed_data, tmp_path / "validated", "--steps", "8", "--checkpoint-every", "4",
@@ -66,6 +67,7 @@ def test_held_out_losses_are_logged_per_source_and_do_not_change_training(tiny_p
             torch.testing.assert_close(validated[name], plain[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_measurements_up_to_its_checkpoint(tiny_parts, mixed_data, tmp_path):
     common = ["--validation-data", str(mixed_data), "--validation-conversations", "2", "--checkpoint-every", "2",
               "--validation-every", "2"]
@@ -76,6 +78,7 @@ def test_a_resumed_run_keeps_the_measurements_up_to_its_checkpoint(tiny_parts, m
     assert steps == ["0", "0", "2", "2", "4", "4", "6", "6"]
 
 
+@pytest.mark.slow
 def test_measuring_is_repeatable_and_restores_the_training_mode(tiny_parts, mixed_data, tmp_path):
     backbone_dir, _ = tiny_parts
     train(tiny_parts, mixed_data, tmp_path / "run", "--steps", "1", "--checkpoint-every", "1")

@@ -93,12 +93,10 @@ def _gguf_parsed_once() -> Iterator[None]:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
-def default_text_tokenizer_dir(target: Path) -> Path:
-    """The default backbone's text tokenizer and chat template alone, written to `target` from
-    the GGUF's metadata (seconds; no weights are read), for tiny models that borrow the real
-    tokenizer. A converted backbone already holds them and is used as it is."""
-    if (default_backbone_dir() / "tokenizer.json").is_file():
-        return default_backbone_dir()
+def text_tokenizer_from_gguf(target: Path) -> Path:
+    """The default backbone's text tokenizer and chat template alone, written once to `target`
+    from the GGUF's metadata (seconds; no weights are read), for tiny models that borrow the real
+    tokenizer (the tests') without converting the backbone."""
     if (target / "tokenizer.json").is_file():
         return target
     gguf = smollm2_gguf_path()
