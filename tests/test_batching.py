@@ -42,8 +42,8 @@ def test_a_run_split_by_length_pads_less_and_still_learns(tiny_parts, tmp_path):
         out = tmp_path / name
         train_main(["--data", str(data / "mix.yaml"), "--output-dir", str(out), "--backbone", str(backbone_dir),
                     "--lora-rank", "4", "--batch-size", "4", "--gradient-accumulation", "1", "--log-every", "1",
-                    "--steps", "6", "--finetune", "full", "--learning-rate", "1e-2", "--warmup-steps", "2",
-                    "--checkpoint-every", "6", "--no-sample-every-checkpoint", "--max-batch-tokens", budget])
+                    "--steps", "4", "--finetune", "full", "--learning-rate", "1e-2", "--warmup-steps", "1",
+                    "--checkpoint-every", "4", "--no-sample-every-checkpoint", "--max-batch-tokens", budget])
         with (out / "log.csv").open() as handle:
             return list(csv.DictReader(handle))
 

@@ -19,19 +19,19 @@ JSON_KEYS = {"psnr_discrete", "psnr_hybrid", "ssim_discrete", "ssim_hybrid", "co
 
 @pytest.mark.slow
 def test_benchmark_writes_every_key_and_the_shipped_tokenizer_keeps_its_quality(tmp_path, capsys):
-    """Regression guard at the shipped tokenizer's measured level on the first 128 held-out emoji
-    (hybrid 25.97 dB, discrete 22.68 dB; on all 377: 27.4 and 23.7, `python -m benchmarks.tokenizer`).
+    """Regression guard at the shipped tokenizer's measured level on the first 64 held-out emoji
+    (hybrid 25.71 dB, discrete 21.96 dB; on all 377: 27.4 and 23.7, `python -m benchmarks.tokenizer`).
     The issue's bar (hybrid >= 30 dB, gap >= 4 dB) is not met yet; raise these floors when a
     better tokenizer ships."""
     output = tmp_path / "tokenizer.json"
-    tokenizer.main(["--json", str(output), "--limit", "128", "--repeats", "1", "--batch-size", "16",
+    tokenizer.main(["--json", str(output), "--limit", "64", "--repeats", "1", "--batch-size", "16",
                     "--speed-images", "16", "--photos", "16", "--geneval-prompts", "2"])
     results = json.loads(output.read_text())
     assert JSON_KEYS <= set(results)
     assert "| PSNR hybrid (dB) |" in capsys.readouterr().out
-    assert results["num_images"] == 128
-    assert results["psnr_hybrid"] >= 25.5
-    assert results["psnr_hybrid"] - results["psnr_discrete"] >= 3.0
+    assert results["num_images"] == 64
+    assert results["psnr_hybrid"] >= 25.2
+    assert results["psnr_hybrid"] - results["psnr_discrete"] >= 3.2
     assert results["codebook_usage"] >= 0.3
     assert 0.0 < results["ssim_discrete"] < results["ssim_hybrid"] <= 1.0
     assert results["encode_images_per_s"] > 0 and results["decode_images_per_s"] > 0
