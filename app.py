@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_chat_model(args.model, resolve_dtype(args.dtype))
+    model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     serve(build_app(model), args.host, args.port, args.max_queue, args.closed_tab_keep_s)
 
 

@@ -116,7 +116,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings.seed, settings.cfg_scale, settings.residual_steps = args.seed, args.cfg_scale, args.residual_steps
     if args.batch_size:
         settings.batch_size = args.batch_size
-    model = load_chat_model(args.model, resolve_dtype(args.dtype))
+    model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)
     results: dict = {"model": args.model or "default", "settings": asdict(settings), "seconds": {}}

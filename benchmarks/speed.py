@@ -35,6 +35,7 @@ from generation.sampling import filter_logits, guide
 from generation.timing import StageTimer
 from vlm.backbone import load_backbone, resolve_dtype
 from vlm.image_io import tensor_to_pil
+from vlm.int8_weights import quantize_linears_int8
 from vlm.tokenizer import CheckpointError
 from vlm.unified_model import UnifiedVLM
 
@@ -60,14 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_model(path: Path | None, dtype: torch.dtype) -> tuple[UnifiedVLM, str]:
+def load_model(path: Path | None, dtype: torch.dtype, int8: bool = False) -> tuple[UnifiedVLM, str]:
     if path is not None:
-        return UnifiedVLM.from_pretrained(path, dtype=dtype), str(path)
-    try:
-        return UnifiedVLM.from_pretrained(dtype=dtype), "shipped default model"
-    except CheckpointError:
-        model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
-        return model, "default architecture, untrained image layers (none shipped yet)"
+        model, description = UnifiedVLM.from_pretrained(path, dtype=dtype), str(path)
+    else:
+        try:
+            model, description = UnifiedVLM.from_pretrained(dtype=dtype), "shipped default model"
+        except CheckpointError:
+            model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
+            description = "default architecture, untrained image layers (none shipped yet)"
+    if int8:
+        quantize_linears_int8(model.language_model)
+        description += ", int8 decoder weights"
+    return model, description
 
 
 def median_of(function, repeats: int) -> float:
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, description = load_model(args.model, resolve_dtype(args.dtype))
+    model, description = load_model(args.model, resolve_dtype(args.dtype), args.int8)
     stock, _ = load_backbone(model.config.backbone, model.decoder_dtype)  # the peer in the same dtype
     stock.eval()
     results = run(model, stock, args)

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImageLoadError as error:
         print(f"error: --image: {error}", file=sys.stderr)
         return 2
-    model = load_chat_model(args.model, resolve_dtype(args.dtype))
+    model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     session = ChatSession(model, config, args.system)
     preview = None if args.preview == "none" else \
         (inline_image.detect() if sys.stdout.isatty() else None) if args.preview == "auto" else args.preview

@@ -39,3 +39,7 @@ def add_dtype_flag(parser: argparse.ArgumentParser, default: str = "float32") ->
                         help="backbone weights: bfloat16 halves the bytes each decoder pass reads (the limit on "
                              "a CPU) and runs on AMX/AVX512-BF16 units; auto = bfloat16 where the hardware has "
                              "them (a GPU, or a CPU with AVX512/AMX), float32 elsewhere")
+    parser.add_argument("--int8", action="store_true",
+                        help="add an int8 copy of the decoder's weights (one scale per output row) for inputs "
+                             "of up to 16 rows: on a 2-core CPU text decodes ~1.45x faster; outputs differ "
+                             "slightly from float32's, +135 MB memory")

@@ -19,6 +19,7 @@ from PIL import Image
 from chat.conversation import Conversation, Message
 from generation import Done, Event, GenerationConfig, Reply, stream_generate
 from vlm.image_io import ImageInput, ImageLoadError, load_image
+from vlm.int8_weights import quantize_linears_int8
 from vlm.tokenizer import CheckpointError
 from vlm.unified_model import UnifiedVLM
 
@@ -36,19 +37,25 @@ class MessageTooLongError(ValueError):
     """A message that, with the history, would not fit in what the model can read."""
 
 
-def load_chat_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> UnifiedVLM:
+def load_chat_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                    int8: bool = False) -> UnifiedVLM:
     """The model at `path`, or the shipped default model; without one, the default architecture
     with untrained image layers (it chats, but its images are noise) and a warning. `dtype` is
     the backbone's weight dtype (`vlm.backbone.resolve_dtype`: bfloat16 halves the bytes each
-    token reads, the limit on a CPU)."""
+    token reads, the limit on a CPU); `int8` then stores the decoder's linear layers as int8
+    weights (`vlm.int8_weights`), for generation only."""
     if path is not None:
-        return UnifiedVLM.from_pretrained(path, dtype=dtype)
-    try:
-        return UnifiedVLM.from_pretrained(dtype=dtype)
-    except CheckpointError:
-        logger.warning("no trained default model is shipped in this install: using the default backbone with "
-                       "untrained image layers (text works, drawn images are noise)")
-        return UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
+        model = UnifiedVLM.from_pretrained(path, dtype=dtype)
+    else:
+        try:
+            model = UnifiedVLM.from_pretrained(dtype=dtype)
+        except CheckpointError:
+            logger.warning("no trained default model is shipped in this install: using the default backbone with "
+                           "untrained image layers (text works, drawn images are noise)")
+            model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
+    if int8:
+        quantize_linears_int8(model.language_model)
+    return model
 
 
 def load_upload(source: ImageInput) -> Image.Image:

@@ -1,0 +1,61 @@
+"""Weight-only int8 linear layers (vlm/int8_weights.py) and the `--int8` flag that loads them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from chat.session import load_chat_model
+from generation import GenerationConfig, TextDelta, generate, stream_generate
+from tests.tiny_vlm import drawing_chat, force_one_image, perturbed, tiny_model
+from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, quantize_linears_int8
+
+
+@pytest.mark.parametrize("rows", [1, SMALL_INPUT_ROWS, SMALL_INPUT_ROWS + 1, 128])
+def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_weight(rows):
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 40)
+    x = torch.randn(rows, 96) if rows > 1 else torch.randn(1, 1, 96)
+    quantized = Int8Linear(linear)
+    expected, got = linear(x), quantized(x)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert quantized.weight is linear.weight and quantized.weight_int8.dtype == torch.int8
+    assert quantized.weight_int8.abs().max() == 127
+    error = (got - expected).abs().max().item()
+    if rows <= SMALL_INPUT_ROWS:
+        # Per-row scales round each weight by at most half a step (max |w| / 254); the int8
+        # kernel also takes bf16 activations, ~3 significant digits.
+        assert 0 < error < 0.02 * expected.abs().max().item()
+    else:
+        assert error == 0
+
+
+def test_a_quantized_model_chats_and_draws_close_to_the_float_one(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    quantized = perturbed(tiny_model(tiny_parts))
+    replaced = quantize_linears_int8(quantized.language_model)
+    layers = quantized.language_model.config.num_hidden_layers
+    assert replaced == 7 * layers + 1  # q, k, v, o, gate, up, down per layer, and the text head
+    assert not any(type(module) is nn.Linear for module in quantized.language_model.modules())
+    chat = [{"role": "user", "content": "Hello"}]
+    batch = model.processor(chat)
+    with torch.no_grad():
+        expected = model(batch).text_logits
+        got = quantized(batch).text_logits
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.9
+    config = GenerationConfig(temperature=0.0, max_new_tokens=6, max_images=0)
+    assert [event for event in stream_generate(quantized, chat, config) if isinstance(event, TextDelta)]
+    [drawn] = generate(force_one_image(quantized), drawing_chat()[:1],
+                       GenerationConfig(seed=0, residual_steps=2, max_images=1))
+    images = [part["image"] for part in drawn.parts if part["type"] == "image"]
+    assert len(images) == 1 and images[0].size == (32, 32)
+
+
+def test_the_chat_loader_quantizes_on_request(tiny_parts, tmp_path):
+    perturbed(tiny_model(tiny_parts)).save_pretrained(tmp_path / "model")
+    plain = load_chat_model(tmp_path / "model")
+    quantized = load_chat_model(tmp_path / "model", int8=True)
+    assert any(isinstance(module, nn.Linear) and not isinstance(module, Int8Linear)
+               for module in plain.language_model.modules())
+    assert isinstance(quantized.language_model.get_output_embeddings(), Int8Linear)
