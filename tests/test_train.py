@@ -144,6 +144,20 @@ def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, 
     assert losses(tmp_path / "straight")[2:] == pytest.approx(losses(tmp_path / "resumed")[2:], abs=1e-5)
 
 
+def test_a_resumed_run_takes_the_peak_learning_rates_of_its_own_config(tiny_parts, shapes_data, tmp_path, caplog):
+    common = ["--warmup-steps", "10", "--checkpoint-every", "1", "--image-layers-learning-rate", "2e-2"]
+    train(tiny_parts, shapes_data, tmp_path / "run", "--steps", "1", "--learning-rate", "1e-2", *common)
+    with caplog.at_level("WARNING", logger="training.train"):
+        train(tiny_parts, shapes_data, tmp_path / "run", "--steps", "2", "--learning-rate", "4e-3", *common)
+    assert "peak learning rates changed on resume" in caplog.text
+    with (tmp_path / "run" / "log.csv").open() as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    # The backbone group's rate after step s in warm-up: peak * (s + 1) / 10; step 2 at the new peak.
+    assert rates == pytest.approx([1e-2 * 2 / 10, 4e-3 * 3 / 10])
+    state = load_state(tmp_path / "run" / "checkpoint")
+    assert [group["initial_lr"] for group in state["optimizer"]["param_groups"]][:2] == pytest.approx([4e-3, 2e-2])
+
+
 def test_extra_residual_head_updates_move_only_the_head_and_lower_its_loss():
     torch.manual_seed(0)
     head = ResidualDiffusionHead(ResidualHeadConfig(latent_channels=4, condition_channels=8, width=32, depth=2))

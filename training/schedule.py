@@ -24,3 +24,16 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
                   floor: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, floor))
+
+
+def use_config_peaks(scheduler: torch.optim.lr_scheduler.LambdaLR, peaks: list[float]) -> list[float]:
+    """After loading a checkpoint: continue with `peaks` (this run's configured peak learning
+    rates) and return the checkpoint's. A LambdaLR's saved state carries the peaks it started
+    with while its shape (warm-up, length, floor) comes from the config, so a run resumed with a
+    new learning rate kept the old one without a word."""
+    saved = list(scheduler.base_lrs)
+    scheduler.base_lrs = list(peaks)
+    for group, peak, factor in zip(scheduler.optimizer.param_groups, peaks, scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = peak, peak * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return saved

@@ -36,7 +36,7 @@ from training.cli import parse_config
 from training.mixed_data import MixedConversations
 from training.residual_updates import update_residual_head
 from training.run_log import append_row, resume_log, write_loss_curve
-from training.schedule import warmup_cosine
+from training.schedule import use_config_peaks, warmup_cosine
 from training.state_io import has_state, load_state, restore_rng, rng_state, save_state
 from training.token_cache import TokenCache
 from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
@@ -266,7 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     if has_state(checkpoint):
         state = load_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
+        peaks = list(scheduler.base_lrs)
         scheduler.load_state_dict(state["scheduler"])
+        if (saved := use_config_peaks(scheduler, peaks)) != peaks:
+            logger.warning("peak learning rates changed on resume: %s (checkpoint) -> %s (this run)", saved, peaks)
         step = state["step"]
         restore_rng(state["rng"], generator)
         logger.info("resumed from %s at step %d", checkpoint, step)
