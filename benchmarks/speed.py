@@ -11,7 +11,13 @@
   (the same number of tokens, 1 + 4 + ... + 64), the same backbone, cache, CFG branch,
   residual head and decoding.
 - `text_tokens_per_s` / `hf_generate_tokens_per_s`: greedy text of a fixed length through
-  our loop and through the stock backbone's own `generate()` on the same prompt.
+  our loop and through the stock backbone's own `generate()` on the same prompt. The stock
+  backbone runs in float32, as `from_pretrained` loads it (also its fastest dtype for one-token
+  steps on a CPU), whatever `--dtype` our model has.
+- with `--peers`, `llama_cpp_tokens_per_s`: llama.cpp on the GGUF our backbone comes from,
+  the same prompt tokens and length (benchmarks/llama_cpp_peer.py; built into its own
+  environment the first time), and `text_fraction_of_llama_cpp`. For images the peer is
+  the same model in raster order (`ms_per_image_raster`).
 
 Every number is the median of `--repeats` runs after a warm-up run.
 """
@@ -29,6 +35,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from benchmarks.llama_cpp_peer import llama_cpp_tokens_per_s
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
 from generation.sampling import filter_logits, guide
@@ -58,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--residual-steps", type=int, default=8, help="residual head sampling steps")
     parser.add_argument("--text-tokens", type=int, default=64, help="length of the timed text replies")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also time llama.cpp on the same GGUF (the first run builds llama-cpp-python into "
+                             "its own environment under the cache folder: several minutes)")
     return parser.parse_args(argv)
 
 
@@ -231,12 +241,19 @@ def run(model: UnifiedVLM, stock: AutoModelForCausalLM, args: argparse.Namespace
         ours.append(count / seconds)
         seconds, count = hf_text_seconds(stock, prompt_ids, args.text_tokens)
         hf.append(count / seconds)
+    peers = {}
+    if args.peers:
+        llama = llama_cpp_tokens_per_s(prompt_ids[0].tolist(), args.text_tokens, torch.get_num_threads(), args.repeats)
+        rate = statistics.median(llama["tokens_per_s"])
+        peers = {"llama_cpp_tokens_per_s": rate, "llama_cpp_version": llama["version"],
+                 "text_fraction_of_llama_cpp": statistics.median(ours) / rate}
     return {
         "ms_per_image_next_scale": 1000 * next_scale,
         "ms_to_image_shown": 1000 * shown,
         "ms_per_image_raster": 1000 * raster,
         "text_tokens_per_s": statistics.median(ours),
         "hf_generate_tokens_per_s": statistics.median(hf),
+        **peers,
         "image_breakdown_ms": breakdown,
         "image_forward_positions": scale_positions + final_positions,
         "image_forward_gflop": forward_gflop,
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, description = load_model(args.model, resolve_dtype(args.dtype), args.int8)
-    stock, _ = load_backbone(model.config.backbone, model.decoder_dtype)  # the peer in the same dtype
+    stock, _ = load_backbone(model.config.backbone, torch.float32)  # the stock model as users load it
     stock.eval()
     results = run(model, stock, args)
     scales = model.image_tokenizer.config.scales
@@ -267,7 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| ms per image, raster ({raster} decoder forwards) | {results['ms_per_image_raster']:.1f} |")
     print(f"| speed-up of next-scale | {results['ms_per_image_raster'] / results['ms_per_image_next_scale']:.1f}x |")
     print(f"| text tokens/s, our loop | {results['text_tokens_per_s']:.1f} |")
-    print(f"| text tokens/s, backbone generate() | {results['hf_generate_tokens_per_s']:.1f} |")
+    print(f"| text tokens/s, backbone generate() (float32) | {results['hf_generate_tokens_per_s']:.1f} |")
+    print(f"| our text speed / generate()'s | {results['text_tokens_per_s'] / results['hf_generate_tokens_per_s']:.2f}x |")
+    if args.peers:
+        print(f"| text tokens/s, llama.cpp {results['llama_cpp_version']} (Q4_1 GGUF) | "
+              f"{results['llama_cpp_tokens_per_s']:.1f} |")
+        print(f"| our text speed as a fraction of llama.cpp's | {results['text_fraction_of_llama_cpp']:.2f} |")
     breakdown = results["image_breakdown_ms"]
     total = sum(breakdown.values())
     print(f"\nwhere one next-scale image's time goes (timed inside the loop; {total:.0f} ms in all):\n")

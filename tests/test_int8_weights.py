@@ -12,21 +12,24 @@ from tests.tiny_vlm import drawing_chat, force_one_image, perturbed, tiny_model
 from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, quantize_linears_int8
 
 
-@pytest.mark.parametrize("rows", [1, SMALL_INPUT_ROWS, SMALL_INPUT_ROWS + 1, 128])
-def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_weight(rows):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("offset", [None, 0, 1, 128])  # 1 row, the last int8 size, one more, many
+def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_weight(dtype, offset):
     torch.manual_seed(0)
-    linear = nn.Linear(96, 40)
-    x = torch.randn(rows, 96) if rows > 1 else torch.randn(1, 1, 96)
+    linear = nn.Linear(96, 40).to(dtype)
+    limit = SMALL_INPUT_ROWS[dtype]
+    rows = 1 if offset is None else limit + offset
+    x = (torch.randn(rows, 96) if rows > 1 else torch.randn(1, 1, 96)).to(dtype)
     quantized = Int8Linear(linear)
     expected, got = linear(x), quantized(x)
     assert got.shape == expected.shape and got.dtype == expected.dtype
     assert quantized.weight is linear.weight and quantized.weight_int8.dtype == torch.int8
-    assert quantized.weight_int8.abs().max() == 127
-    error = (got - expected).abs().max().item()
-    if rows <= SMALL_INPUT_ROWS:
+    assert quantized.weight_int8.abs().max() == 127 and quantized.small_rows == limit
+    error = (got - expected).float().abs().max().item()
+    if rows <= limit:
         # Per-row scales round each weight by at most half a step (max |w| / 254); the int8
         # kernel also takes bf16 activations, ~3 significant digits.
-        assert 0 < error < 0.02 * expected.abs().max().item()
+        assert 0 < error < 0.02 * expected.float().abs().max().item()
     else:
         assert error == 0
 
