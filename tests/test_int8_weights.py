@@ -62,3 +62,18 @@ def test_the_chat_loader_quantizes_on_request(tiny_parts, tmp_path):
     assert any(isinstance(module, nn.Linear) and not isinstance(module, Int8Linear)
                for module in plain.language_model.modules())
     assert isinstance(quantized.language_model.get_output_embeddings(), Int8Linear)
+
+
+def test_fused_projections_share_their_members_weights_and_give_their_outputs_exactly():
+    torch.manual_seed(0)
+    block = nn.Module()
+    block.q_proj, block.k_proj, block.v_proj = nn.Linear(32, 32, bias=False), nn.Linear(32, 16, bias=False), \
+        nn.Linear(32, 16, bias=False)
+    assert quantize_linears_int8(block) == 3
+    fused = block.int8_fused
+    assert fused.sizes == [32, 16, 16]
+    assert block.k_proj.weight_int8.data_ptr() == fused.weight_int8[32:].data_ptr()  # views, no extra memory
+    x = torch.randn(1, 3, 32)
+    assert fused.takes(x) and not fused.takes(torch.randn(40, 32))
+    for got, layer in zip(fused(x), (block.q_proj, block.k_proj, block.v_proj), strict=True):
+        assert torch.equal(got, layer(x))

@@ -38,13 +38,14 @@ class Int8Linear(nn.Module):
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.small_rows = SMALL_INPUT_ROWS.get(linear.weight.dtype, 16)
+        self.small_numel = self.small_rows * self.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        if x.device.type == "cpu" and rows <= self.small_rows:
-            flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
+        # Called ~200 times per decoded token: the checks stay on cheap tensor attributes.
+        if x.is_cpu and x.numel() <= self.small_numel:
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             out = torch._weight_int8pack_mm(flat, self.weight_int8, self.scales)
-            out = out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+            out = out.view(*x.shape[:-1], self.out_features).to(x.dtype)
             return out if self.bias is None else out + self.bias
         return F.linear(x, self.weight, self.bias)
 
@@ -53,9 +54,42 @@ class Int8Linear(nn.Module):
                 f"int8 copy for inputs of up to {self.small_rows} rows")
 
 
+class FusedInt8:
+    """Several Int8Linear layers that read the same input (q, k, v; gate, up) as one int8 matmul.
+
+    Why: a decoded token makes ~200 small int8 calls, and each call has a fixed cost besides
+    its weight bytes; one call over the stacked weights replaces three (or two). The members'
+    int8 weights and scales become views into the stacked ones, so no memory is added and the
+    outputs are theirs exactly (every output row is the same dot product with the same scale).
+    Not a module: the layers keep their own names and state-dict keys.
+    """
+
+    def __init__(self, layers: list[Int8Linear]):
+        self.sizes = [layer.out_features for layer in layers]
+        self.small_numel = min(layer.small_numel for layer in layers)
+        self.in_features = layers[0].in_features
+        self.weight_int8 = torch.cat([layer.weight_int8 for layer in layers])
+        self.scales = torch.cat([layer.scales for layer in layers])
+        start = 0
+        for layer, size in zip(layers, self.sizes):
+            layer.weight_int8 = self.weight_int8[start:start + size]
+            layer.scales = self.scales[start:start + size]
+            start += size
+
+    def takes(self, x: torch.Tensor) -> bool:
+        return x.is_cpu and x.numel() <= self.small_numel
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), self.weight_int8,
+                                        self.scales)
+        return out.view(*x.shape[:-1], -1).to(x.dtype).split(self.sizes, dim=-1)
+
+
 def quantize_linears_int8(module: nn.Module) -> int:
     """Replace every nn.Linear below `module` (the text head included) by an Int8Linear around
-    the same float weight, in place, for generation; returns how many."""
+    the same float weight, in place, for generation; returns how many. Bias-free projections
+    that share an input (Llama's q/k/v, gate/up) also get a FusedInt8 (`int8_fused`) that
+    vlm/lean_decoder.py uses."""
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
@@ -63,4 +97,8 @@ def quantize_linears_int8(module: nn.Module) -> int:
             count += 1
         else:
             count += quantize_linears_int8(child)
+    for names in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+        layers = [getattr(module, name, None) for name in names]
+        if all(isinstance(layer, Int8Linear) and layer.bias is None for layer in layers):
+            module.int8_fused = FusedInt8(layers)
     return count

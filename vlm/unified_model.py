@@ -27,6 +27,7 @@ from vlm.backbone import load_backbone
 from vlm.configuration import IMAGE_TOKENIZER_DIR, UnifiedVLMConfig
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
+from vlm.lean_decoder import lean_decoder_forward, runs_lean
 from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
 from vlm.residual_head import ResidualDiffusionHead
 from vlm.teacher_forcing import drop_conditions, teacher_forced_losses
@@ -189,13 +190,15 @@ class UnifiedVLM(nn.Module):
         """The backbone's transformer without its LM head: (B, Q, hidden) last hidden states.
 
         Text logits are computed only where they are needed (`text_logits`), which saves the
-        vocabulary-sized projection at every image position.
+        vocabulary-sized projection at every image position. Without gradients: vlm/lean_decoder.py.
         """
-        output = self.language_model.get_decoder()(
-            inputs_embeds=embeddings.to(self.decoder_dtype),
-            attention_mask=None if mask is None else mask.to(self.device),
-            position_ids=position_ids.to(self.device), past_key_values=past, use_cache=past is not None)
-        hidden = output.last_hidden_state
+        decoder, mask = self.language_model.get_decoder(), None if mask is None else mask.to(self.device)
+        embeddings, position_ids = embeddings.to(self.decoder_dtype), position_ids.to(self.device)
+        if runs_lean(decoder):  # generation and evaluation: the same layers without transformers' wrapping
+            hidden = lean_decoder_forward(decoder, embeddings, mask, position_ids, past)
+        else:
+            hidden = decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=position_ids,
+                             past_key_values=past, use_cache=past is not None).last_hidden_state
         # A backbone loaded in bf16 (`from_pretrained(dtype=...)`, for speed) hands the fp32 heads fp32 states.
         return hidden if self.decoder_dtype == torch.float32 else hidden.float()
 
