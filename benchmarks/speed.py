@@ -19,15 +19,21 @@
   environment the first time), and `text_fraction_of_llama_cpp`. For images the peer is
   the same model in raster order (`ms_per_image_raster`).
 
+- `rss_at_rest_mb` / `peak_rss_drawing_mb`: this process's resident memory with the model
+  loaded (what the app holds besides Gradio), and its peak while drawing one image (sampled
+  every 5 ms), both before the stock backbone is loaded for the text comparison.
+
 Every number is the median of `--repeats` runs after a warm-up run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +41,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from benchmarks.app_load import resident_mb
 from benchmarks.llama_cpp_peer import llama_cpp_tokens_per_s
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
@@ -84,6 +91,25 @@ def load_model(path: Path | None, dtype: torch.dtype, int8: bool = False) -> tup
         quantize_linears_int8(model.language_model)
         description += ", int8 decoder weights"
     return model, description
+
+
+def memory_mb(model: UnifiedVLM, cfg_scale: float, residual_steps: int) -> dict[str, float]:
+    """Resident memory at rest and its peak while one image is drawn (a sampling thread)."""
+    gc.collect()
+    rest = resident_mb()
+    peak = [rest]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak.append(resident_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    next_scale_image_seconds(model, cfg_scale, residual_steps, seed=0)
+    done.set()
+    sampler.join()
+    return {"rss_at_rest_mb": rest, "peak_rss_drawing_mb": max(*peak, resident_mb())}
 
 
 def median_of(function, repeats: int) -> float:
@@ -268,9 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, description = load_model(args.model, resolve_dtype(args.dtype), args.int8)
+    memory = memory_mb(model, args.cfg_scale, args.residual_steps)
     stock, _ = load_backbone(model.config.backbone, torch.float32)  # the stock model as users load it
     stock.eval()
-    results = run(model, stock, args)
+    results = {**run(model, stock, args), **memory}
     scales = model.image_tokenizer.config.scales
     print(f"model: {description}; backbone in {model.decoder_dtype}; {torch.get_num_threads()} CPU threads; "
           f"median of {args.repeats} runs")
@@ -290,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| text tokens/s, llama.cpp {results['llama_cpp_version']} (Q4_1 GGUF) | "
               f"{results['llama_cpp_tokens_per_s']:.1f} |")
         print(f"| our text speed as a fraction of llama.cpp's | {results['text_fraction_of_llama_cpp']:.2f} |")
+    print(f"| resident memory with the model loaded, MB | {results['rss_at_rest_mb']:.0f} |")
+    print(f"| peak resident memory while drawing, MB | {results['peak_rss_drawing_mb']:.0f} |")
     breakdown = results["image_breakdown_ms"]
     total = sum(breakdown.values())
     print(f"\nwhere one next-scale image's time goes (timed inside the loop; {total:.0f} ms in all):\n")

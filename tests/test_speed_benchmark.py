@@ -20,4 +20,6 @@ def test_the_speed_benchmark_reports_every_measure_and_the_image_shows_before_it
     assert 0 < results["ms_to_image_shown"] < results["ms_per_image_next_scale"]
     assert results["ms_per_image_raster"] > 0 and results["text_tokens_per_s"] > 0
     assert "final block forward" in results["image_breakdown_ms"]
+    assert 0 < results["rss_at_rest_mb"] <= results["peak_rss_drawing_mb"]
+    assert "llama_cpp_tokens_per_s" not in results  # the llama.cpp peer only with --peers
     assert "ms until that image is shown" in capsys.readouterr().out
