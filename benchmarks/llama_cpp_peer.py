@@ -80,8 +80,8 @@ def peer_python(build: bool = True) -> Path:
     log = folder.parent / "llama-cpp-build.log"
     logger.warning("building llama-cpp-python %s into %s (once; several minutes on two cores; log: %s)",
                    LLAMA_CPP_VERSION, folder, log)
-    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
     with log.open("w") as out:
         finished = subprocess.run([str(python), "-m", "pip", "install", "--no-cache-dir",
                                    f"llama-cpp-python=={LLAMA_CPP_VERSION}"], stdout=out, stderr=subprocess.STDOUT)
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import PreTrainedTokenizerFast
 
     from benchmarks.speed import TEXT_PROMPT
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(text_tokenizer_from_gguf(peer_dir().parent / "smollm2-tokenizer"))
+    tokenizer_dir = text_tokenizer_from_gguf(peer_dir().parent / "smollm2-tokenizer")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     prompt_ids = tokenizer.apply_chat_template(TEXT_PROMPT, add_generation_prompt=True, tokenize=True,
                                                return_dict=True)["input_ids"]
     result = llama_cpp_tokens_per_s(prompt_ids, args.tokens, args.threads, args.repeats)

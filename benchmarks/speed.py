@@ -18,7 +18,6 @@
   the same prompt tokens and length (benchmarks/llama_cpp_peer.py; built into its own
   environment the first time), and `text_fraction_of_llama_cpp`. For images the peer is
   the same model in raster order (`ms_per_image_raster`).
-
 - `rss_at_rest_mb` / `peak_rss_drawing_mb`: this process's resident memory with the model
   loaded (what the app holds besides Gradio), and its peak while drawing one image (sampled
   every 5 ms), both before the stock backbone is loaded for the text comparison.
@@ -312,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| speed-up of next-scale | {results['ms_per_image_raster'] / results['ms_per_image_next_scale']:.1f}x |")
     print(f"| text tokens/s, our loop | {results['text_tokens_per_s']:.1f} |")
     print(f"| text tokens/s, backbone generate() (float32) | {results['hf_generate_tokens_per_s']:.1f} |")
-    print(f"| our text speed / generate()'s | {results['text_tokens_per_s'] / results['hf_generate_tokens_per_s']:.2f}x |")
+    text_ratio = results["text_tokens_per_s"] / results["hf_generate_tokens_per_s"]
+    print(f"| our text speed / generate()'s | {text_ratio:.2f}x |")
     if args.peers:
         print(f"| text tokens/s, llama.cpp {results['llama_cpp_version']} (Q4_1 GGUF) | "
               f"{results['llama_cpp_tokens_per_s']:.1f} |")

@@ -10,8 +10,9 @@ slower. Where the float path takes over depends on its dtype (same measurement, 
 cycled): float32 weights lose to int8 up to ~16 rows (726 vs 485 us at 16, 794 vs 1005 at 32);
 bfloat16 weights (AMX) win from ~10 rows (295 vs 531 us at 10, 361 vs 1005 at 32), so with
 them the int8 path stops at 8 rows. bf16 weights plus the int8 copy is the fastest pair on
-this CPU: one-token text at int8 speed, an image's many-position forwards on AMX. Per-output-channel symmetric scales, as in torchao's int8
-weight-only scheme. Not exact where the int8 kernel runs: one-token steps differ slightly.
+this CPU: one-token text at int8 speed, an image's many-position forwards on AMX.
+Per-output-channel symmetric scales, as in torchao's int8 weight-only scheme. Not exact where
+the int8 kernel runs: one-token steps differ slightly.
 """
 
 from __future__ import annotations
