@@ -67,6 +67,7 @@ class FusedInt8:
 
     def __init__(self, layers: list[Int8Linear]):
         self.sizes = [layer.out_features for layer in layers]
+        self.query_heads = self.rotated_heads = 0  # set for attention (q, k, v) by quantize_linears_int8
         self.small_numel = min(layer.small_numel for layer in layers)
         self.in_features = layers[0].in_features
         self.weight_int8 = torch.cat([layer.weight_int8 for layer in layers])
@@ -80,10 +81,14 @@ class FusedInt8:
     def takes(self, x: torch.Tensor) -> bool:
         return x.is_cpu and x.numel() <= self.small_numel
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' outputs side by side (..., sum of their sizes)."""
         out = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), self.weight_int8,
                                         self.scales)
-        return out.view(*x.shape[:-1], -1).to(x.dtype).split(self.sizes, dim=-1)
+        return out.view(*x.shape[:-1], -1).to(x.dtype)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.stacked(x).split(self.sizes, dim=-1)
 
 
 def quantize_linears_int8(module: nn.Module) -> int:
@@ -102,4 +107,7 @@ def quantize_linears_int8(module: nn.Module) -> int:
         layers = [getattr(module, name, None) for name in names]
         if all(isinstance(layer, Int8Linear) and layer.bias is None for layer in layers):
             module.int8_fused = FusedInt8(layers)
+            if hasattr(module, "head_dim"):  # attention: q heads then k heads take the rotary embedding
+                module.int8_fused.query_heads = layers[0].out_features // module.head_dim
+                module.int8_fused.rotated_heads = (layers[0].out_features + layers[1].out_features) // module.head_dim
     return count

@@ -46,12 +46,17 @@ def lean_decoder_forward(decoder: LlamaModel, embeddings: torch.Tensor, mask: to
         shape = (batch, length, -1, attention.head_dim)
         fused = getattr(attention, "int8_fused", None)  # q, k, v in one int8 call (vlm/int8_weights.py)
         if fused is not None and fused.takes(normed):
-            query, key, value = fused(normed)
+            # One tensor of heads [q..., k..., v...]: the rotary embedding turns q and k in one go.
+            heads = fused.stacked(normed).view(shape).transpose(1, 2)
+            rotated = heads[:, :fused.rotated_heads]
+            rotated = rotated * cos + rotate_half(rotated) * sin
+            query, key = rotated[:, :fused.query_heads], rotated[:, fused.query_heads:]
+            value = heads[:, fused.rotated_heads:]
         else:
             query, key, value = attention.q_proj(normed), attention.k_proj(normed), attention.v_proj(normed)
-        query, key, value = (states.view(shape).transpose(1, 2) for states in (query, key, value))
-        query = query * cos + rotate_half(query) * sin
-        key = key * cos + rotate_half(key) * sin
+            query, key, value = (states.view(shape).transpose(1, 2) for states in (query, key, value))
+            query = query * cos + rotate_half(query) * sin
+            key = key * cos + rotate_half(key) * sin
         if past is not None:
             key, value = past.update(key, value, index)
         attended, _ = sdpa_attention_forward(attention, query, key, value, mask, scaling=attention.scaling)
