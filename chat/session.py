@@ -44,7 +44,7 @@ def load_chat_model(path: str | Path | None = None, dtype: torch.dtype = torch.f
     the backbone's weight dtype (`vlm.backbone.resolve_dtype`: bfloat16 halves the bytes each
     token reads, the limit on a CPU); `int8` adds an int8 copy of the decoder's weights for
     one-token steps (`vlm.int8_weights`, not exact); bfloat16 with int8 is the fastest pair on a
-    CPU with AMX (text 1.8x, images 2.3x float32's there; README: Speed)."""
+    CPU with AMX (there text 1.8x and images 1.7-2.3x as fast as float32; README: Speed)."""
     if path is not None:
         model = UnifiedVLM.from_pretrained(path, dtype=dtype)
     else:
