@@ -13,6 +13,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,26 @@ def resident_mb() -> float:
     import os
 
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def sampling_memory(samples: list[float], interval_s: float) -> Iterator[None]:
+    """Append `resident_mb()` to `samples` now and every `interval_s` until the block ends: the
+    peak of a stretch of work, which one reading before and after would miss."""
+    done = threading.Event()
+
+    def sample() -> None:
+        samples.append(resident_mb())
+        while not done.wait(interval_s):
+            samples.append(resident_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
 
 
 @dataclass
@@ -87,14 +109,6 @@ def run_load(url: str, clients: int, turns: int, rounds: int = 1, timeout_s: flo
     folder = Path(tempfile.mkdtemp(prefix="app-load-"))
     upload = folder / "blue.png"
     Image.new("RGB", (64, 64), "blue").save(upload)
-    running = threading.Event()
-    running.set()
-
-    def sample_memory():
-        while running.is_set():
-            report.rss_samples.append(resident_mb())
-            time.sleep(0.2)
-
     def talk(index: int):
         client = Client(url, verbose=False)
         tag = f"client{index}"
@@ -121,18 +135,15 @@ def run_load(url: str, clients: int, turns: int, rounds: int = 1, timeout_s: flo
                 report.histories_crossed += int(crossed)
         client.close()  # the tab closes: the app may let go of the session
 
-    sampler = threading.Thread(target=sample_memory, daemon=True)
-    sampler.start()
-    for _ in range(rounds):
-        threads = [threading.Thread(target=talk, args=(index,)) for index in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=timeout_s)
-        gc.collect()
-        report.rss_after_round.append(resident_mb())
-    running.clear()
-    sampler.join()
+    with sampling_memory(report.rss_samples, 0.2):
+        for _ in range(rounds):
+            threads = [threading.Thread(target=talk, args=(index,)) for index in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=timeout_s)
+            gc.collect()
+            report.rss_after_round.append(resident_mb())
     return report
 
 

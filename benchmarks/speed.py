@@ -32,7 +32,6 @@ import gc
 import json
 import logging
 import statistics
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from benchmarks.app_load import resident_mb
+from benchmarks.app_load import resident_mb, sampling_memory
 from benchmarks.llama_cpp_peer import llama_cpp_tokens_per_s
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
@@ -93,22 +92,13 @@ def load_model(path: Path | None, dtype: torch.dtype, int8: bool = False) -> tup
 
 
 def memory_mb(model: UnifiedVLM, cfg_scale: float, residual_steps: int) -> dict[str, float]:
-    """Resident memory at rest and its peak while one image is drawn (a sampling thread)."""
+    """Resident memory at rest and its peak while one image is drawn (sampled every 5 ms)."""
     gc.collect()
     rest = resident_mb()
-    peak = [rest]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak.append(resident_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    next_scale_image_seconds(model, cfg_scale, residual_steps, seed=0)
-    done.set()
-    sampler.join()
-    return {"rss_at_rest_mb": rest, "peak_rss_drawing_mb": max(*peak, resident_mb())}
+    samples: list[float] = []
+    with sampling_memory(samples, 0.005):
+        next_scale_image_seconds(model, cfg_scale, residual_steps, seed=0)
+    return {"rss_at_rest_mb": rest, "peak_rss_drawing_mb": max(rest, *samples, resident_mb())}
 
 
 def median_of(function, repeats: int) -> float:
