@@ -159,22 +159,25 @@ def set_seed(page, seed: int) -> None:
     page.get_by_label("seed (-1 = random)").fill(str(seed))
 
 
-def attach_file(page, path: Path, attempts: int = 3, wait_s: float = 15.0) -> None:
+def attach_file(page, path: Path, attempts: int = 4, wait_s: float = 20.0) -> None:
     """Put `path` in the upload box and wait until the page shows its name. Under load the file
     can be set before Gradio has wired its upload handler (the message box is visible by then;
-    seen once in CI, the name never appeared in 30 s): the file is then set again, up to
-    `attempts` times, as a user would."""
+    seen in CI, the name never appeared in 30 s): the file is then set again, as a user would.
+    While Gradio uploads, it takes the file input out of the page; then only the wait goes on
+    (a slow upload, not a lost one: CI once timed out setting the file a second time)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(attempts):
-        page.locator("input[type=file]").set_input_files(str(path))
+        file_input = page.locator("input[type=file]")
+        if attempt == 0 or file_input.count():
+            file_input.set_input_files(str(path))
         try:
             page.get_by_text(path.name).first.wait_for(timeout=wait_s * 1000)
             return
         except PlaywrightTimeout:
             if attempt == attempts - 1:
                 raise
-            logger.info("the page did not take %s yet; attaching it again", path.name)
+            logger.info("the page did not show %s yet; waiting again", path.name)
 
 
 def show_bad_upload(page, url: str) -> None:
