@@ -9,7 +9,7 @@ from torch import nn
 from chat.session import load_chat_model
 from generation import GenerationConfig, TextDelta, generate, stream_generate
 from tests.tiny_vlm import drawing_chat, force_one_image, perturbed, tiny_model
-from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, quantize_linears_int8
+from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, packs_bf16, quantize_linears_int8
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -25,6 +25,8 @@ def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_wei
     assert got.shape == expected.shape and got.dtype == expected.dtype
     assert quantized.weight is linear.weight and quantized.weight_int8.dtype == torch.int8
     assert quantized.weight_int8.abs().max() == 127 and quantized.small_rows == limit
+    # bf16 weights get a oneDNN-packed copy where oneDNN runs bf16 (larger inputs: same bits).
+    assert (quantized.packed is not None) == (dtype is torch.bfloat16 and packs_bf16(linear.weight))
     error = (got - expected).float().abs().max().item()
     if rows <= limit:
         # Per-row scales round each weight by at most half a step (max |w| / 254); the int8
@@ -32,6 +34,14 @@ def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_wei
         assert 0 < error < 0.02 * expected.float().abs().max().item()
     else:
         assert error == 0
+
+
+def test_a_packed_layer_still_takes_gradients_on_its_float_weight():
+    linear = nn.Linear(16, 8).to(torch.bfloat16)
+    quantized = Int8Linear(linear)
+    x = torch.randn(32, 16, dtype=torch.bfloat16, requires_grad=True)
+    quantized(x).float().sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None
 
 
 def test_a_quantized_model_chats_and_draws_close_to_the_float_one(tiny_parts):

@@ -37,7 +37,7 @@ def test_the_lean_path_gives_the_backbones_hidden_states_bit_for_bit(tiny_parts,
     model = perturbed(tiny_model(tiny_parts))
     model.language_model.to(dtype)
     assert model.decoder_dtype == dtype
-    if int8:  # the lean path then runs q/k/v and gate/up as one int8 call each, the backbone's as separate ones
+    if int8:  # the lean path then runs q/k/v and gate/up as one call each, the backbone's as separate ones
         quantize_linears_int8(model.language_model)
         assert all(hasattr(layer.self_attn, "int8_fused") and hasattr(layer.mlp, "int8_fused")
                    for layer in model.language_model.get_decoder().layers)

@@ -44,7 +44,7 @@ def lean_decoder_forward(decoder: LlamaModel, embeddings: torch.Tensor, mask: to
         attention = layer.self_attn
         normed = layer.input_layernorm(hidden)
         shape = (batch, length, -1, attention.head_dim)
-        fused = getattr(attention, "int8_fused", None)  # q, k, v in one int8 call (vlm/int8_weights.py)
+        fused = getattr(attention, "int8_fused", None)  # q, k, v in one call (vlm/int8_weights.py)
         if fused is not None and fused.takes(normed):
             # One tensor of heads [q..., k..., v...]: the rotary embedding turns q and k in one go.
             heads = fused.stacked(normed).view(shape).transpose(1, 2)
@@ -66,7 +66,7 @@ def lean_decoder_forward(decoder: LlamaModel, embeddings: torch.Tensor, mask: to
 
 
 def _mlp(mlp: nn.Module, normed: torch.Tensor) -> torch.Tensor:
-    """LlamaMLP's forward, with gate and up in one int8 call when they are fused."""
+    """LlamaMLP's forward, with gate and up in one call when they are fused."""
     fused = getattr(mlp, "int8_fused", None)
     if fused is None or not fused.takes(normed):
         return mlp(normed)
