@@ -9,7 +9,7 @@ from torch import nn
 from chat.session import load_chat_model
 from generation import GenerationConfig, TextDelta, generate, stream_generate
 from tests.tiny_vlm import drawing_chat, force_one_image, perturbed, tiny_model
-from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, packs_bf16, quantize_linears_int8
+from vlm.int8_weights import PACKED_SMALL_INPUT_ROWS, SMALL_INPUT_ROWS, Int8Linear, packs_bf16, quantize_linears_int8
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -17,7 +17,7 @@ from vlm.int8_weights import SMALL_INPUT_ROWS, Int8Linear, packs_bf16, quantize_
 def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_weight(dtype, offset):
     torch.manual_seed(0)
     linear = nn.Linear(96, 40).to(dtype)
-    limit = SMALL_INPUT_ROWS[dtype]
+    limit = PACKED_SMALL_INPUT_ROWS if packs_bf16(linear.weight) else SMALL_INPUT_ROWS[dtype]
     rows = 1 if offset is None else limit + offset
     x = (torch.randn(rows, 96) if rows > 1 else torch.randn(1, 1, 96)).to(dtype)
     quantized = Int8Linear(linear)

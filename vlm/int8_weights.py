@@ -18,7 +18,9 @@ bfloat16 weights are also kept pre-packed in oneDNN's blocked layout for the lar
 `F.linear` re-packs its weight at every call, and an image's scale forwards make ~1,300 such
 calls. Same kernel, so the outputs are the same bits (tested); measured on 30 cycled 576x1536
 weights: 306 -> 252 us at 18 rows, 489 -> 358 at 72, 769 -> 520 at 128. It costs a second
-bf16 copy of the weights (~270 MB for the default backbone).
+bf16 copy of the weights (~270 MB for the default backbone). Packed bf16 also beats the int8
+kernel from 6 rows on (whose time jumps past 4 rows: 3072x576 at 4/6/8 rows 260/629/565 us
+against 365/400/373 packed), so with packing the int8 path stops at 4 rows.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from torch import nn
 SMALL_INPUT_ROWS = {torch.float32: 16, torch.bfloat16: 8}
 # The row count oneDNN packs bf16 weights for (a hint: any input size runs on them).
 PACKING_ROWS_HINT = 64
+# Up to this many rows the int8 kernel beats the packed bf16 weights (measured above).
+PACKED_SMALL_INPUT_ROWS = 4
 
 
 def packs_bf16(weight: torch.Tensor) -> bool:
@@ -41,9 +45,10 @@ def packs_bf16(weight: torch.Tensor) -> bool:
 
 class Int8Linear(nn.Module):
     """A linear layer with an int8 copy of its weight (one float scale per output row) for
-    inputs of up to SMALL_INPUT_ROWS[its float dtype] rows, and its float weight for larger ones
-    (pre-packed for oneDNN when it is bf16). For generation: the copies are made once, so they
-    do not follow later changes to the weight, and they take no gradients."""
+    inputs of up to SMALL_INPUT_ROWS[its float dtype] rows (PACKED_SMALL_INPUT_ROWS when packed),
+    and its float weight for larger ones (pre-packed for oneDNN when it is bf16). For generation:
+    the copies are made once, so they do not follow later changes to the weight, and they take
+    no gradients."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -54,11 +59,12 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.to(torch.bfloat16))  # what the int8 kernel takes
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.small_rows = SMALL_INPUT_ROWS.get(linear.weight.dtype, 16)
-        self.small_numel = self.small_rows * self.in_features
         # An opaque oneDNN tensor, not a buffer: it is not saved and stays on the CPU.
         self.packed = (torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACKING_ROWS_HINT)
                        if packs_bf16(linear.weight) else None)
+        self.small_rows = (PACKED_SMALL_INPUT_ROWS if self.packed is not None
+                           else SMALL_INPUT_ROWS.get(linear.weight.dtype, 16))
+        self.small_numel = self.small_rows * self.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Called ~200 times per decoded token: the checks stay on cheap tensor attributes.
