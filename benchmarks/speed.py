@@ -42,14 +42,13 @@ from transformers import AutoModelForCausalLM
 from benchmarks.app_load import resident_mb, sampling_memory
 from benchmarks.llama_cpp_peer import llama_cpp_tokens_per_s
 from chat.quiet import add_dtype_flag
+from chat.session import load_chat_model
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
 from generation.sampling import filter_logits, guide
 from generation.timing import StageTimer
 from vlm.backbone import load_backbone, resolve_dtype
 from vlm.image_io import tensor_to_pil
-from vlm.int8_weights import quantize_linears_int8
-from vlm.tokenizer import CheckpointError
-from vlm.unified_model import UnifiedVLM
+from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, UnifiedVLM
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(path: Path | None, dtype: torch.dtype, int8: bool = False) -> tuple[UnifiedVLM, str]:
+    """The model the chat app would load with these flags, and a line saying which it is."""
+    model = load_chat_model(path, dtype, int8)
     if path is not None:
-        model, description = UnifiedVLM.from_pretrained(path, dtype=dtype), str(path)
+        description = str(path)
+    elif (DEFAULT_MODEL_PATH / CONFIG_NAME).is_file():
+        description = "shipped default model"
     else:
-        try:
-            model, description = UnifiedVLM.from_pretrained(dtype=dtype), "shipped default model"
-        except CheckpointError:
-            model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
-            description = "default architecture, untrained image layers (none shipped yet)"
-    if int8:
-        quantize_linears_int8(model.language_model)
-        description += ", int8 decoder weights"
-    return model, description
+        description = "default architecture, untrained image layers (none shipped yet)"
+    return model, description + (", int8 decoder weights" if int8 else "")
 
 
 def memory_mb(model: UnifiedVLM, cfg_scale: float, residual_steps: int) -> dict[str, float]:
