@@ -163,14 +163,18 @@ def attach_file(page, path: Path, attempts: int = 4, wait_s: float = 20.0) -> No
     """Put `path` in the upload box and wait until the page shows its name. Under load the file
     can be set before Gradio has wired its upload handler (the message box is visible by then;
     seen in CI, the name never appeared in 30 s): the file is then set again, as a user would.
-    While Gradio uploads, it takes the file input out of the page; then only the wait goes on
-    (a slow upload, not a lost one: CI once timed out setting the file a second time)."""
+    When the page has no file input any more, only the wait goes on: CI once timed out setting
+    the file a second time because Gradio had taken the input away (likely mid-upload)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(attempts):
         file_input = page.locator("input[type=file]")
         if attempt == 0 or file_input.count():
-            file_input.set_input_files(str(path))
+            try:  # the input can go between the count and the call: then wait as if it were gone
+                file_input.set_input_files(str(path), timeout=(30 if attempt == 0 else 5) * 1000)
+            except PlaywrightTimeout:
+                if attempt == 0:
+                    raise
         try:
             page.get_by_text(path.name).first.wait_for(timeout=wait_s * 1000)
             return

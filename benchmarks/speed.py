@@ -42,13 +42,13 @@ from transformers import AutoModelForCausalLM
 from benchmarks.app_load import resident_mb, sampling_memory
 from benchmarks.llama_cpp_peer import llama_cpp_tokens_per_s
 from chat.quiet import add_dtype_flag
-from chat.session import load_chat_model
+from chat.session import load_chat_model_and_source
 from generation import GenerationConfig, ImageFinished, ImageStarted, TextDelta, stream_generate
 from generation.sampling import filter_logits, guide
 from generation.timing import StageTimer
 from vlm.backbone import load_backbone, resolve_dtype
 from vlm.image_io import tensor_to_pil
-from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, UnifiedVLM
+from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +73,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also time llama.cpp on the same GGUF (the first run builds llama-cpp-python into "
                              "its own environment under the cache folder: several minutes)")
     return parser.parse_args(argv)
-
-
-def load_model(path: Path | None, dtype: torch.dtype, int8: bool = False) -> tuple[UnifiedVLM, str]:
-    """The model the chat app would load with these flags, and a line saying which it is."""
-    model = load_chat_model(path, dtype, int8)
-    if path is not None:
-        description = str(path)
-    elif (DEFAULT_MODEL_PATH / CONFIG_NAME).is_file():
-        description = "shipped default model"
-    else:
-        description = "default architecture, untrained image layers (none shipped yet)"
-    return model, description + (", int8 decoder weights" if int8 else "")
 
 
 def memory_mb(model: UnifiedVLM, cfg_scale: float, residual_steps: int) -> dict[str, float]:
@@ -278,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, description = load_model(args.model, resolve_dtype(args.dtype), args.int8)
+    model, description = load_chat_model_and_source(args.model, resolve_dtype(args.dtype), args.int8)
     memory = memory_mb(model, args.cfg_scale, args.residual_steps)
     stock, _ = load_backbone(model.config.backbone, torch.float32)  # the stock model as users load it
     stock.eval()

@@ -41,7 +41,7 @@ def add_dtype_flag(parser: argparse.ArgumentParser, default: str = "float32") ->
                              "them (a GPU, or a CPU with AVX512/AMX), float32 elsewhere")
     parser.add_argument("--int8", action="store_true",
                         help="add an int8 copy of the decoder's weights (one scale per output row) for inputs "
-                             "of a few rows (up to 16 beside float32 weights, 4 beside bfloat16, whose larger "
-                             "inputs then run on a copy pre-packed for oneDNN): a text token reads a quarter of "
-                             "the bytes; outputs differ slightly from the float weights'. With --dtype bfloat16 "
-                             "the fastest pair on an AVX512/AMX CPU (README: Speed)")
+                             "of a few rows (up to 16 beside float32 weights; beside bfloat16 4 where oneDNN runs "
+                             "bf16, whose larger inputs then take a pre-packed copy, else 8): a text token reads a "
+                             "quarter of the bytes; outputs differ slightly from the float weights'. With --dtype "
+                             "bfloat16 the fastest pair on an AVX512/AMX CPU (README: Speed)")

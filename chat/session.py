@@ -44,19 +44,27 @@ def load_chat_model(path: str | Path | None = None, dtype: torch.dtype = torch.f
     the backbone's weight dtype (`vlm.backbone.resolve_dtype`: bfloat16 halves the bytes each
     token reads, the limit on a CPU); `int8` adds an int8 copy of the decoder's weights for
     one-token steps (`vlm.int8_weights`, not exact); bfloat16 with int8 is the fastest pair on a
-    CPU with AMX (there text 1.8x and images 1.7-2.3x as fast as float32; README: Speed)."""
+    CPU with AMX (README: Speed)."""
+    return load_chat_model_and_source(path, dtype, int8)[0]
+
+
+def load_chat_model_and_source(path: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                               int8: bool = False) -> tuple[UnifiedVLM, str]:
+    """load_chat_model's model and a line saying which one it is (for benchmarks' reports)."""
     if path is not None:
-        model = UnifiedVLM.from_pretrained(path, dtype=dtype)
+        model, source = UnifiedVLM.from_pretrained(path, dtype=dtype), str(path)
     else:
         try:
-            model = UnifiedVLM.from_pretrained(dtype=dtype)
+            model, source = UnifiedVLM.from_pretrained(dtype=dtype), "shipped default model"
         except CheckpointError:
             logger.warning("no trained default model is shipped in this install: using the default backbone with "
                            "untrained image layers (text works, drawn images are noise)")
             model = UnifiedVLM.from_backbone(dtype=dtype).eval().fold_adapters()
+            source = "default architecture, untrained image layers (none shipped yet)"
     if int8:
         quantize_linears_int8(model.language_model)
-    return model
+        source += ", int8 decoder weights"
+    return model, source
 
 
 def load_upload(source: ImageInput) -> Image.Image:

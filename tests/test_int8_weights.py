@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from chat.session import load_chat_model
@@ -36,12 +39,45 @@ def test_small_inputs_use_int8_within_its_rounding_and_larger_ones_the_float_wei
         assert error == 0
 
 
-def test_a_packed_layer_still_takes_gradients_on_its_float_weight():
+@pytest.mark.parametrize("input_grad", [True, False], ids=["input-and-weight", "weight-only"])
+def test_with_autograd_on_a_layer_gives_gradients_like_the_float_one(input_grad):
+    torch.manual_seed(0)
     linear = nn.Linear(16, 8).to(torch.bfloat16)
     quantized = Int8Linear(linear)
-    x = torch.randn(32, 16, dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(2, 16, 16, dtype=torch.bfloat16, requires_grad=input_grad)  # larger than the int8 path
     quantized(x).float().sum().backward()
-    assert x.grad is not None and linear.weight.grad is not None
+    got = linear.weight.grad.clone()
+    linear.weight.grad = None
+    linear(x).float().sum().backward()
+    assert torch.equal(got, linear.weight.grad)
+
+
+@pytest.mark.skipif(not packs_bf16(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN runs no bf16 here")
+def test_packed_copies_serve_3d_inputs_and_survive_a_deep_copy():
+    torch.manual_seed(0)
+    block = nn.Module()
+    block.gate_proj, block.up_proj, block.down_proj = nn.Linear(32, 48, bias=False), nn.Linear(32, 48, bias=False), \
+        nn.Linear(48, 32)
+    block.to(torch.bfloat16)
+    expected = {name: getattr(block, name).weight.detach().clone() for name in ("gate_proj", "up_proj", "down_proj")}
+    quantize_linears_int8(block)
+    fused = block.int8_fused
+    assert fused.packed is not None and block.down_proj.packed is not None
+    # The members' own packed copies make way for the stacked one; alone, they keep the packed
+    # limit, so that called one by one they give the fused call's bits.
+    assert block.gate_proj.packed is None and block.gate_proj.small_rows == PACKED_SMALL_INPUT_ROWS
+    assert fused.small_numel == PACKED_SMALL_INPUT_ROWS * 32
+    x, hidden = torch.randn(2, 9, 32, dtype=torch.bfloat16), torch.randn(3, 5, 48, dtype=torch.bfloat16)
+    with torch.no_grad():
+        gate, up = fused(x)
+        assert torch.equal(gate, F.linear(x, expected["gate_proj"]))
+        assert torch.equal(up, F.linear(x, expected["up_proj"])) and torch.equal(up, block.up_proj(x))
+        assert torch.equal(block.down_proj(hidden), F.linear(hidden, expected["down_proj"], block.down_proj.bias))
+        copied = copy.deepcopy(block)  # an opaque packed tensor has no storage: the copy rebuilds it
+        assert copied.int8_fused.packed is not None and copied.down_proj.packed is not None
+        assert copied.int8_fused.members[0] is copied.gate_proj
+        assert torch.equal(copied.int8_fused(x)[0], gate)
+        assert torch.equal(copied.down_proj(hidden), block.down_proj(hidden))
 
 
 def test_a_quantized_model_chats_and_draws_close_to_the_float_one(tiny_parts):

@@ -49,12 +49,24 @@ def packs_bf16(weight: torch.Tensor) -> bool:
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _packed_copy(weight: torch.Tensor) -> torch.Tensor | None:
+    """An opaque oneDNN copy of `weight` where packs_bf16 holds, else None. Opaque: no storage,
+    so it is never saved, copied or pickled; the objects holding one rebuild it instead."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKING_ROWS_HINT) if packs_bf16(weight) else None
+
+
+def _runs_packed(packed: torch.Tensor | None, x: torch.Tensor) -> bool:
+    """The packed kernel has no gradients: it serves bf16 inputs on the CPU with autograd off."""
+    return packed is not None and x.dtype is torch.bfloat16 and x.is_cpu and not torch.is_grad_enabled()
+
+
 class Int8Linear(nn.Module):
     """A linear layer with an int8 copy of its weight (one float scale per output row) for
-    inputs of up to SMALL_INPUT_ROWS[its float dtype] rows (PACKED_SMALL_INPUT_ROWS when packed),
-    and its float weight for larger ones (pre-packed for oneDNN when it is bf16). For generation:
-    the copies are made once, so they do not follow later changes to the weight, and they take
-    no gradients."""
+    inputs of up to SMALL_INPUT_ROWS[its float dtype] rows, and its float weight for larger ones.
+    A bf16 weight on a CPU whose oneDNN runs bf16 (packs_bf16) also gets a pre-packed copy, which
+    larger inputs use while autograd is off, and then the int8 path stops at
+    PACKED_SMALL_INPUT_ROWS. For generation: the copies are made once, so they do not follow
+    later changes to the weight, and the int8 path takes no gradients."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -65,12 +77,18 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.to(torch.bfloat16))  # what the int8 kernel takes
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # An opaque oneDNN tensor, not a buffer: it is not saved and stays on the CPU.
-        self.packed = (torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACKING_ROWS_HINT)
-                       if packs_bf16(linear.weight) else None)
+        self.packed = _packed_copy(linear.weight)  # not a buffer: never saved
         self.small_rows = (PACKED_SMALL_INPUT_ROWS if self.packed is not None
                            else SMALL_INPUT_ROWS.get(linear.weight.dtype, 16))
         self.small_numel = self.small_rows * self.in_features
+
+    def __getstate__(self) -> dict:
+        # Deep copies and pickles take the weight and rebuild the packed copy from it.
+        return {**self.__dict__, "packed": self.packed is not None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.packed = _packed_copy(self.weight) if self.packed else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Called ~200 times per decoded token: the checks stay on cheap tensor attributes.
@@ -79,7 +97,7 @@ class Int8Linear(nn.Module):
             out = out.view(*x.shape[:-1], self.out_features)
             out = out if x.dtype is torch.bfloat16 else out.to(x.dtype)
             return out if self.bias is None else out + self.bias
-        if self.packed is not None and x.dtype is torch.bfloat16 and x.is_cpu and not x.requires_grad:
+        if _runs_packed(self.packed, x):
             out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, self.bias,
                                                      "none", [], "")
             return out.view(*x.shape[:-1], self.out_features)
@@ -100,7 +118,9 @@ class FusedInt8:
     outputs are theirs exactly (every output row is the same dot product with the same scale).
     Larger bf16 inputs run on one oneDNN-packed copy of the stacked weights, which replaces the
     members' packed copies (same bits; 30 layers of q/k/v and gate/up at 72 rows: 31.4 -> 25.4
-    ms); called one by one, the members then take their plain bf16 weights.
+    ms). Called one by one, the members then run their plain bf16 weights above
+    PACKED_SMALL_INPUT_ROWS (slower, but the same bits: the backbone's own forward and the lean
+    path in vlm/lean_decoder.py agree exactly).
     Not a module: the layers keep their own names and state-dict keys.
     """
 
@@ -116,17 +136,26 @@ class FusedInt8:
             layer.weight_int8 = self.weight_int8[start:start + size]
             layer.scales = self.scales[start:start + size]
             start += size
+        self.members = layers
         self.packed = None
         if all(layer.packed is not None for layer in layers):
-            weight = torch.cat([layer.weight.detach() for layer in layers])
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACKING_ROWS_HINT)
+            self.packed = self._stacked_packed_copy()
             for layer in layers:
                 layer.packed = None
 
+    def _stacked_packed_copy(self) -> torch.Tensor | None:
+        return _packed_copy(torch.cat([layer.weight.detach() for layer in self.members]))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "packed": self.packed is not None}  # see Int8Linear.__getstate__
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.packed = self._stacked_packed_copy() if self.packed else None
+
     def takes(self, x: torch.Tensor) -> bool:
-        """Whether `stacked` runs for `x`: few rows (int8), or bf16 without gradients (packed)."""
-        return x.is_cpu and (x.numel() <= self.small_numel or (
-            self.packed is not None and x.dtype is torch.bfloat16 and not x.requires_grad))
+        """Whether `stacked` runs for `x`: few rows (int8), or bf16 with autograd off (packed)."""
+        return x.is_cpu and (x.numel() <= self.small_numel or _runs_packed(self.packed, x))
 
     def stacked(self, x: torch.Tensor) -> torch.Tensor:
         """The members' outputs side by side (..., sum of their sizes)."""
