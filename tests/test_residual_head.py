@@ -73,3 +73,21 @@ def test_guidance_scale_zero_is_the_conditional_sample():
                          guidance_scale=2.0)
     assert torch.equal(plain, guided_zero)
     assert not torch.allclose(plain, guided)
+
+
+def test_guided_branches_run_in_one_call_and_keep_their_roles():
+    """Guidance runs both branches in one denoiser call per step. With guidance -1 the
+    prediction is the unconditional branch's alone ((1 - 1) cond + 1 uncond, exact in floating
+    point), so the sample must be the plain sample of the unconditional input: the split
+    keeps each branch's rows, and sharing a call changes no row's numbers."""
+    head = tiny_head()
+    for parameter in head.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    condition, unconditional = torch.randn(3, 6), torch.randn(3, 6)
+    calls = []
+    original = head.denoiser.forward
+    head.denoiser.forward = lambda *args: calls.append(args[0].shape[0]) or original(*args)
+    guided = head.sample(condition, 4, torch.Generator().manual_seed(3), unconditional, guidance_scale=-1.0)
+    assert calls == [6] * 4  # one call per step, both branches' rows
+    alone = head.sample(unconditional, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(guided, alone)

@@ -182,12 +182,18 @@ class ResidualDiffusionHead(nn.Module):
         if num_steps == 1 and distilled and self.one_step is not None:
             return self.one_step_sample(self.one_step, sample, condition_NC) / self.config.target_scale
         timesteps = self.sampling_timesteps(num_steps)
+        guided = unconditional_NC is not None and guidance_scale != 0.0
+        # Guided: both branches in one denoiser call per step (rows are independent, so each
+        # row's prediction is what a call of its own gives), half the calls.
+        both_conditions = torch.cat([condition_NC, unconditional_NC]) if guided else condition_NC
         for index, step in enumerate(timesteps):
             step_tensor = torch.full((count,), step, device=device, dtype=torch.long)
-            velocity = self.denoiser(sample, step_tensor, condition_NC).float()
-            if unconditional_NC is not None and guidance_scale != 0.0:
-                unguided = self.denoiser(sample, step_tensor, unconditional_NC).float()
+            if guided:
+                velocity, unguided = self.denoiser(sample.repeat(2, 1), step_tensor.repeat(2),
+                                                   both_conditions).float().split(count)
                 velocity = (1 + guidance_scale) * velocity - guidance_scale * unguided
+            else:
+                velocity = self.denoiser(sample, step_tensor, condition_NC).float()
             alpha_bar = self.alphas_cumprod[step]
             previous = self.alphas_cumprod[timesteps[index + 1]] if index + 1 < len(timesteps) else None
             predicted = self.x0_from_velocity(sample, velocity, step_tensor)
