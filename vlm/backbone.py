@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import logging
 import shutil
 import tempfile
@@ -179,3 +180,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
     return INFERENCE_DTYPES[name]
+
+
+@functools.cache
+def _forward_parameters(module_type: type) -> frozenset[str]:
+    return frozenset(inspect.signature(module_type.forward).parameters)
+
+
+def cache_keyword(module: torch.nn.Module) -> str:
+    """The keyword argument a backbone's forward takes its KV cache by. transformers 5 renamed
+    `past_key_values` to `cache` (the old name warns, and goes in 5.40); 4.x knows only the old
+    one, which the project's `transformers>=4.56` still allows."""
+    return "cache" if "cache" in _forward_parameters(type(module)) else "past_key_values"

@@ -23,7 +23,7 @@ from transformers import DynamicCache
 
 from vlm.adapters import AdapterFolding
 from vlm.attention import select_attention
-from vlm.backbone import load_backbone
+from vlm.backbone import cache_keyword, load_backbone
 from vlm.configuration import IMAGE_TOKENIZER_DIR, UnifiedVLMConfig
 from vlm.decoding_cache import DecodingCache, empty_cache
 from vlm.image_embedding import ImageEmbedder
@@ -198,7 +198,7 @@ class UnifiedVLM(nn.Module):
             hidden = lean_decoder_forward(decoder, embeddings, mask, position_ids, past)
         else:
             hidden = decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=position_ids,
-                             past_key_values=past, use_cache=past is not None).last_hidden_state
+                             use_cache=past is not None, **{cache_keyword(decoder): past}).last_hidden_state
         # A backbone loaded in bf16 (`from_pretrained(dtype=...)`, for speed) hands the fp32 heads fp32 states.
         return hidden if self.decoder_dtype == torch.float32 else hidden.float()
 
