@@ -78,3 +78,17 @@ def test_the_text_tokenizer_alone_is_the_converted_backbones(default_backbone_di
     written = (folder / "tokenizer.json").stat().st_mtime_ns
     assert backbone.text_tokenizer_from_gguf(folder) == folder  # written once: found, not rewritten
     assert (folder / "tokenizer.json").stat().st_mtime_ns == written
+
+
+def test_the_kv_cache_goes_by_the_keyword_the_forward_takes():
+    class NewStyle(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, use_cache=None):
+            return cache
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, use_cache=None):
+            return past_key_values
+
+    for module, keyword in ((NewStyle(), "cache"), (OldStyle(), "past_key_values")):
+        assert backbone.cache_keyword(module) == keyword
+        assert module(**{backbone.cache_keyword(module): "the cache"}) == "the cache"
