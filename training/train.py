@@ -42,6 +42,8 @@ from training.token_cache import TokenCache
 from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
 from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
+from vlm.processor import IGNORE_INDEX
+from vlm.teacher_forcing import reference_text_logits
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class TrainConfig:
     validation_data: str | None = None  # a JSONL file or a YAML mix of held-out conversations
     validation_conversations: int = 24  # per source of validation_data
     validation_every: int | None = None  # None: at every checkpoint
+    text_kl_weight: float = 0.0  # KL to the stock backbone (adapters off) on text-only chats' replies; 0: off
     stop_after_minutes: float | None = None  # checkpoint, save and stop after this much wall time; re-run resumes
     seed: int = 0
 
@@ -135,6 +138,10 @@ HELP = {
     "validation_conversations": "held-out conversations scored per source of --validation-data",
     "validation_every": "steps between held-out measurements (also one before the first step); "
                         "default: --checkpoint-every",
+    "text_kl_weight": "weight of a loss that keeps the replies of text-only chats where the stock backbone has "
+                      "them: KL(backbone || model) per reply token, the backbone being this model with its LoRA "
+                      "adapters switched off (one extra forward without gradients over the text-only chats, "
+                      "which then go in forwards of their own). Needs --finetune lora; 0: off",
     "stop_after_minutes": "after the step that passes this many minutes of wall time (from this start), "
                           "checkpoint, save the model and stop; the same command resumes (for a session or a "
                           "lent GPU with a time limit); unset: run to --steps",
@@ -193,6 +200,23 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
     model.config.condition_dropout = config.condition_dropout
     model.config.image_loss_per = config.image_loss_per
     return model
+
+
+def forward_groups(model: UnifiedVLM, conversations: list, config: TrainConfig) -> tuple[list[list[int]], set[int]]:
+    """A step's conversations cut into forwards by length (`length_groups`); with a text KL term
+    the text-only ones go in forwards of their own, the only ones its reference pass runs on.
+    Also returns the text-only conversations' indices."""
+    batch = model.processor(conversations)
+    lengths = batch.padding_mask.sum(dim=1).tolist()
+    if not config.text_kl_weight:
+        return length_groups(lengths, config.max_batch_tokens or None), set()
+    with_images = {layout.sequence_index for layout in batch.images}
+    text_only = [index for index in range(len(conversations)) if index not in with_images]
+    groups = []
+    for indices in (text_only, [index for index in range(len(conversations)) if index in with_images]):
+        for group in length_groups([lengths[index] for index in indices], config.max_batch_tokens or None):
+            groups.append([indices[position] for position in group])
+    return groups, set(text_only)
 
 
 def save_checkpoint(checkpoint: Path, model: UnifiedVLM, optimizer, scheduler, step: int,
@@ -254,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(config.seed)
     data = MixedConversations(config.data, config.seed)
     model = build_model(config, checkpoint)
+    if config.text_kl_weight < 0:
+        raise ValueError(f"--text-kl-weight must be 0 or more, got {config.text_kl_weight}")
+    if config.text_kl_weight and model.config.finetune != "lora":
+        raise ValueError(f"--text-kl-weight {config.text_kl_weight} needs a LoRA model: its reference is the "
+                         f"backbone with the adapters off, and this model's backbone is fine-tuned "
+                         f"'{model.config.finetune}'")
     model.train()
     if config.attention != "auto":
         model.language_model.set_attn_implementation(config.attention)
@@ -291,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         resume_log(log_path, step)
         resume_log(validation_log, step if step else -1)  # a fresh start measures step 0 again
     scale_columns = [f"image_scale_{index + 1}" for index in range(len(unwrapped.image_tokenizer.config.scales))]
-    loss_columns = ["total", "text", "image", "residual", *scale_columns]
+    loss_columns = ["total", "text", *(["text_kl"] if config.text_kl_weight else []), "image", "residual",
+                    *scale_columns]
     columns = ["step", *loss_columns, "learning_rate", "tokens", "padding", "tokens_per_s", "seconds"]
 
     def validate() -> None:
@@ -316,15 +347,19 @@ def main(argv: list[str] | None = None) -> None:
             conversations = data.batch(step, slice_index, config.batch_size)
             # Condition dropout and the residual head's noise: seeded by the slice, like the data.
             generator.manual_seed(config.seed * 1_000_003 + step * 1_009 + slice_index)
-            lengths = unwrapped.processor(conversations).padding_mask.sum(dim=1).tolist()
-            groups = length_groups(lengths, config.max_batch_tokens or None)
+            groups, text_only = forward_groups(unwrapped, conversations, config)
             for group_index, group in enumerate(groups):
                 batch = unwrapped.processor([conversations[index] for index in group])
                 share = len(group) / len(conversations) / config.gradient_accumulation
                 last = micro_step == config.gradient_accumulation - 1 and group_index == len(groups) - 1
                 with nullcontext() if last else accelerator.no_sync(prepared):
                     tokens = token_cache.tokens(batch.pixels) if len(batch.pixels) else None
-                    output_ = prepared(batch, tokens, generator=generator, all_logits=False)
+                    reference = None
+                    if config.text_kl_weight and group[0] in text_only and batch.text_labels.ne(IGNORE_INDEX).any():
+                        with accelerator.autocast():
+                            reference = reference_text_logits(unwrapped, batch)
+                    output_ = prepared(batch, tokens, generator=generator, all_logits=False,
+                                       reference_text_logits=reference, text_kl_weight=config.text_kl_weight)
                     accelerator.backward(output_.losses["total"] * share)
                 for name, value in (output_.losses | output_.metrics).items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(group)

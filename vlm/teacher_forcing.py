@@ -42,11 +42,16 @@ def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor
 
 def teacher_forced_losses(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None,
                           text_logits: torch.Tensor | None, hidden: torch.Tensor, generator: torch.Generator | None,
-                          metrics: dict[str, torch.Tensor]
+                          metrics: dict[str, torch.Tensor], reference_text_logits: torch.Tensor | None = None,
+                          text_kl_weight: float = 0.0
                           ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
     """`text_logits` None: computed here at the labelled positions only (the same loss).
     Fills `metrics` with detached per-scale image losses; also returns the residual head's
-    detached (residual, condition) pairs, None without drawn images."""
+    detached (residual, condition) pairs, None without drawn images.
+
+    `reference_text_logits` (from `reference_text_logits`, the same labelled positions) adds
+    "text_kl": KL(reference || model) per labelled token, weighted by `text_kl_weight` in the total.
+    """
     losses: dict[str, torch.Tensor] = {}
     residual_pairs = None
     targets = batch.text_labels.to(model.device)[:, 1:]
@@ -55,6 +60,8 @@ def teacher_forced_losses(model: UnifiedVLM, batch: ProcessedBatch, tokens: Hybr
         logits = model.text_logits(hidden[:, :-1][labelled]) if text_logits is None \
             else text_logits[:, :-1][labelled]
         losses["text"] = F.cross_entropy(logits.float(), targets[labelled])
+        if reference_text_logits is not None:
+            losses["text_kl"] = text_kl(logits, reference_text_logits)
     drawn = list(drawn_images(batch, tokens, hidden)) if tokens is not None else []
     if drawn:
         scales = model.image_tokenizer.config.scales
@@ -78,10 +85,43 @@ def teacher_forced_losses(model: UnifiedVLM, batch: ProcessedBatch, tokens: Hybr
         residual = torch.cat(residuals)
         losses["residual"] = model.residual_head.loss(residual, condition, generator)
         residual_pairs = (residual.detach(), condition.detach())
-    weights = {"text": 1.0, "image": model.config.image_loss_weight, "residual": model.config.residual_loss_weight}
+    weights = {"text": 1.0, "image": model.config.image_loss_weight, "residual": model.config.residual_loss_weight,
+               "text_kl": text_kl_weight}
     if losses:
         losses["total"] = sum(weights[name] * value for name, value in losses.items())
     return losses, residual_pairs
+
+
+def text_kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean KL(reference || model) over positions, in nats: on replies the reference model wrote,
+    the model's expected loss is the reference's entropy plus exactly this."""
+    if logits.shape != reference.shape:
+        raise ValueError(f"reference text logits {tuple(reference.shape)} do not match the model's "
+                         f"{tuple(logits.shape)} (the same labelled positions of the same batch?)")
+    return F.kl_div(F.log_softmax(logits.float(), dim=-1), F.log_softmax(reference.float(), dim=-1),
+                    log_target=True, reduction="batchmean")
+
+
+@torch.no_grad()
+def reference_text_logits(model: UnifiedVLM, batch: ProcessedBatch) -> torch.Tensor:
+    """The stock backbone's text logits (the LoRA adapters switched off) at the labelled
+    positions of a text-only batch, in the order `teacher_forced_losses` takes them.
+
+    What keeps the model's text where the backbone had it: on text-only chats the stock model
+    is the teacher, with its whole distribution per token rather than one sampled reply.
+    """
+    from peft import PeftModel
+
+    if not isinstance(model.backbone, PeftModel):
+        raise ValueError("a text KL term needs LoRA adapters to switch off (finetune 'lora'); a fully "
+                         "fine-tuned backbone no longer holds the stock weights")
+    if batch.images:
+        raise ValueError("reference text logits are for text-only conversations; this batch has images")
+    labelled = batch.text_labels.to(model.device)[:, 1:] != IGNORE_INDEX
+    with model.backbone.disable_adapter():
+        embeddings = model.embed(batch, None)
+        hidden = model.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+        return model.text_logits(hidden[:, :-1][labelled])
 
 
 def drawn_images(batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tensor):

@@ -212,13 +212,17 @@ class UnifiedVLM(nn.Module):
         return head(hidden.to(head.weight.dtype))
 
     def forward(self, batch: ProcessedBatch, tokens: HybridTokens | None = None,
-                generator: torch.Generator | None = None, all_logits: bool = True) -> UnifiedOutput:
+                generator: torch.Generator | None = None, all_logits: bool = True,
+                reference_text_logits: torch.Tensor | None = None, text_kl_weight: float = 0.0) -> UnifiedOutput:
         """Teacher-forced pass over whole conversations, with the three losses where labels exist.
 
         `all_logits=False` (what training uses) computes the 49k-way text logits only where a
         label needs them and the image head only at drawn images' scale positions; the returned
         `text_logits` and `image_logits` are then empty. At ~230 positions per drawing and a
         handful of labelled ones, that is about a fifth of a step's compute saved.
+
+        `reference_text_logits` (`vlm.teacher_forcing.reference_text_logits` of the same batch)
+        adds the "text_kl" loss, in the total at `text_kl_weight`.
         """
         if tokens is None:
             tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
@@ -230,7 +234,8 @@ class UnifiedVLM(nn.Module):
         text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
         metrics: dict[str, torch.Tensor] = {}
         losses, residual_pairs = teacher_forced_losses(self, batch, tokens, text_logits if all_logits else None,
-                                                       hidden, generator, metrics)
+                                                       hidden, generator, metrics, reference_text_logits,
+                                                       text_kl_weight)
         if all_logits and tokens is not None:
             image_logits = self.image_head(hidden[batch.levels.to(self.device) >= 0])
         else:

@@ -1,0 +1,95 @@
+"""The text KL term: the stock backbone (adapters off) as the teacher of text-only chats."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tests.tiny_vlm import drawing_chat, tiny_model
+from training.train import main as train_main
+from vlm.teacher_forcing import reference_text_logits, text_kl
+
+CHATS = [
+    [{"role": "user", "content": "What is a good name for a cat?"},
+     {"role": "assistant", "content": "Whiskers is a classic, and Miso is a sweet one."}],
+    [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"}],
+]
+
+
+def moved(model):
+    """The LoRA adapters moved off zero (the backbone itself untouched)."""
+    with torch.no_grad():
+        for name, parameter in model.backbone.named_parameters():
+            if "lora_" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+    return model
+
+
+def test_the_kl_is_zero_at_the_stock_weights_and_pulls_moved_adapters_back(tiny_parts):
+    model = tiny_model(tiny_parts).train()
+    batch = model.processor(CHATS)
+    reference = reference_text_logits(model, batch)
+    assert reference.shape[0] == int((batch.text_labels[:, 1:] != -100).sum())
+    fresh = model(batch, all_logits=False, reference_text_logits=reference, text_kl_weight=1.0).losses
+    assert float(fresh["text_kl"]) == pytest.approx(0.0, abs=1e-5)  # LoRA starts as the identity
+
+    moved(model)
+    assert torch.equal(reference_text_logits(model, batch), reference)  # the reference ignores the adapters
+    adapters = [parameter for name, parameter in model.named_parameters() if "lora_" in name]
+    optimizer = torch.optim.Adam(adapters, lr=1e-2)
+    start = None
+    for _ in range(40):
+        losses = model(batch, all_logits=False, reference_text_logits=reference, text_kl_weight=1.0).losses
+        start = float(losses["text_kl"]) if start is None else start
+        optimizer.zero_grad()
+        losses["text_kl"].backward()
+        optimizer.step()
+    assert start > 0.01
+    assert float(losses["text_kl"]) < 0.6 * start
+    weighted = model(batch, all_logits=False, reference_text_logits=reference, text_kl_weight=2.0).losses
+    assert float(weighted["total"]) == pytest.approx(float(weighted["text"]) + 2 * float(weighted["text_kl"]),
+                                                     rel=1e-5)
+
+
+def test_the_reference_refuses_images_full_fine_tuning_and_mismatched_positions(tiny_parts):
+    model = tiny_model(tiny_parts)
+    with pytest.raises(ValueError, match="text-only"):
+        reference_text_logits(model, model.processor([drawing_chat()]))
+    with pytest.raises(ValueError, match="finetune 'lora'"):
+        reference_text_logits(tiny_model(tiny_parts, finetune="full"), model.processor(CHATS))
+    with pytest.raises(ValueError, match="do not match"):
+        text_kl(torch.zeros(3, 10), torch.zeros(4, 10))
+
+
+def write_mix(folder, shapes_lines):
+    text = folder / "text.jsonl"
+    text.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS * 4))
+    shapes = folder / "shapes.jsonl"
+    shapes.write_text(shapes_lines)
+    mix = folder / "mix.yaml"
+    mix.write_text("sources:\n- path: text.jsonl\n  weight: 1\n- path: shapes.jsonl\n  weight: 1\n")
+    return mix
+
+
+@pytest.mark.slow
+def test_a_run_with_the_kl_term_logs_it_and_a_full_fine_tune_is_refused(tiny_parts, tmp_path):
+    from training.build_data import main as build_main
+
+    build_main(["shapes", "--out", str(tmp_path), "--count", "6", "--seed", "1"])
+    mix = write_mix(tmp_path, (tmp_path / "shapes.jsonl").read_text())
+    backbone_dir, _ = tiny_parts
+    common = ["--data", str(mix), "--backbone", str(backbone_dir), "--lora-rank", "4", "--batch-size", "4",
+              "--gradient-accumulation", "1", "--log-every", "1", "--no-sample-every-checkpoint",
+              "--steps", "3", "--checkpoint-every", "3", "--text-kl-weight", "0.5"]
+    out = tmp_path / "run"
+    train_main([*common, "--output-dir", str(out)])
+    with (out / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(row["text_kl"] != "" and float(row["text_kl"]) >= 0 for row in rows)
+    with pytest.raises(ValueError, match="needs a LoRA model"):
+        train_main([*common, "--output-dir", str(tmp_path / "full"), "--finetune", "full"])
+    with pytest.raises(ValueError, match="0 or more"):
+        train_main([*common, "--output-dir", str(tmp_path / "negative"), "--text-kl-weight", "-1"])
