@@ -140,8 +140,10 @@ HELP = {
                         "default: --checkpoint-every",
     "text_kl_weight": "weight of a loss that keeps the replies of text-only chats where the stock backbone has "
                       "them: KL(backbone || model) per reply token, the backbone being this model with its LoRA "
-                      "adapters switched off (one extra forward without gradients over the text-only chats, "
-                      "which then go in forwards of their own). Needs --finetune lora; 0: off",
+                      "adapters switched off, in place of their cross-entropy (learning a few sampled replies "
+                      "by heart made the model surer of them than the backbone). One extra forward without "
+                      "gradients over the text-only chats, which go in forwards of their own. Needs "
+                      "--finetune lora; 0: off (cross-entropy)",
     "stop_after_minutes": "after the step that passes this many minutes of wall time (from this start), "
                           "checkpoint, save the model and stop; the same command resumes (for a session or a "
                           "lent GPU with a time limit); unset: run to --steps",
