@@ -73,6 +73,8 @@ def chromium_page(executable: str, width: int = 1100, height: int = 1000) -> Ite
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            # Playwright's 30 s default, on a loaded 2-core machine with a cold browser, is tight.
+            page.set_default_timeout(90_000)
             yield page
         finally:
             browser.close()
@@ -160,11 +162,14 @@ def set_seed(page, seed: int) -> None:
 
 
 def attach_file(page, path: Path, attempts: int = 4, wait_s: float = 20.0) -> None:
-    """Put `path` in the upload box and wait until the page shows its name. Under load the file
-    can be set before Gradio has wired its upload handler (the message box is visible by then;
-    seen in CI, the name never appeared in 30 s): the file is then set again, as a user would.
-    When the page has no file input any more, only the wait goes on: CI once timed out setting
-    the file a second time because Gradio had taken the input away (likely mid-upload)."""
+    """Put `path` in the upload box and wait until the upload has finished: the box then lists
+    the file (its name, split into stem and extension). The name alone shows up earlier, in the
+    progress bar while the file is still on its way; a message sent then goes without it.
+    Under load the file can be set before Gradio has wired its upload handler (the message box
+    is visible by then; seen in CI, the name never appeared in 30 s): the file is then set
+    again, as a user would. When the page has no file input any more, only the wait goes on:
+    CI once timed out setting the file a second time because Gradio had taken the input away
+    (likely mid-upload)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(attempts):
@@ -176,7 +181,7 @@ def attach_file(page, path: Path, attempts: int = 4, wait_s: float = 20.0) -> No
                 if attempt == 0:
                     raise
         try:
-            page.get_by_text(path.name).first.wait_for(timeout=wait_s * 1000)
+            page.locator("table.file-preview td.filename", has_text=path.stem).first.wait_for(timeout=wait_s * 1000)
             return
         except PlaywrightTimeout:
             if attempt == attempts - 1:

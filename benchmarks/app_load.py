@@ -148,17 +148,27 @@ def run_load(url: str, clients: int, turns: int, rounds: int = 1, timeout_s: flo
 
 
 def burst(url: str, requests: int) -> tuple[int, int, list[str]]:
-    """`requests` sends at the same moment; returns (answered, refused as busy, other errors)."""
+    """`requests` sends at the same moment; returns (answered, refused as busy, other errors).
+
+    Every client connects first and all send together (a barrier): connecting takes several
+    requests each, and on a busy machine unsynchronised clients arrived spread out enough to
+    be served one after another, never finding the queue full."""
     from gradio_client import Client
 
     results: list[str] = []
     lock = threading.Lock()
+    together = threading.Barrier(requests)
 
     def one(index: int):
+        client = None
         try:
-            _send(Client(url, verbose=False), f"burst {index}")
+            client = Client(url, verbose=False)
+            together.wait(timeout=300)
+            _send(client, f"burst {index}")
             outcome = "answered"
         except Exception as error:  # noqa: BLE001
+            if client is None:
+                together.abort()  # the others must not wait for a client that will never come
             outcome = "busy" if "queue is full" in str(error).lower() else f"{type(error).__name__}: {error}"
         with lock:
             results.append(outcome)

@@ -37,6 +37,8 @@ rng = np.random.default_rng(1)
 images = [Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)) for _ in range(6)]
 conversation = Conversation(None, [Message("user", [{"type": "text", "text": "new"}]),
                                    Message("assistant", [{"type": "image", "image": image} for image in images])])
+if not limit:
+    print("saving", flush=True)  # imports done: the parent's kill lands in a save, not in an import
 try:
     while True:
         conversation.save(folder)
@@ -76,7 +78,10 @@ def killed_saves(work: Path, trials: int, seed: int = 0) -> dict:
         folder = work / f"killed-{trial}"
         earlier_save(folder)
         child = _child(folder, 0)
-        time.sleep(rng.uniform(0.3, 1.5))  # a few saves in: the kill lands in one of them
+        if child.stdout.readline().strip() != "saving":  # started saving (under load, imports take seconds)
+            child.kill()
+            raise RuntimeError(f"the saving child did not start: {child.communicate()[1][-2000:]}")
+        time.sleep(rng.uniform(0.05, 0.6))  # a few saves in: the kill lands in one of them
         child.send_signal(signal.SIGKILL)
         child.wait()
         intact += _intact(folder)
