@@ -376,3 +376,47 @@ def test_the_gpu_recipe_is_the_cpu_recipe_at_a_bigger_batch_inside_25_minutes():
     assert {name: getattr(gpu, name) for name in same} == {name: getattr(cpu, name) for name in same}
     assert gpu.batch_size > cpu.batch_size and gpu.output_dir != cpu.output_dir
     assert gpu.stop_after_minutes is not None and gpu.stop_after_minutes <= 25
+
+
+def test_frozen_weights_stored_in_bf16_give_the_same_bf16_step_bit_for_bit(tiny_parts):
+    from tests.tiny_vlm import drawing_chat, tiny_model
+    from training.train import frozen_linears_in_bf16
+
+    def step(model):
+        model.train()
+        batch = model.processor([drawing_chat(), [{"role": "user", "content": "Hi"},
+                                                  {"role": "assistant", "content": "Hello there."}]])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model(batch, generator=torch.Generator().manual_seed(0), all_logits=False).losses
+        losses["total"].backward()
+        return losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain, stored = tiny_model(tiny_parts), tiny_model(tiny_parts)
+    with torch.no_grad():  # LoRA B off zero, the same in both
+        for (_, a), (_, b) in zip(plain.named_parameters(), stored.named_parameters()):
+            if a.requires_grad:
+                a.add_(torch.randn_like(a) * 0.05)
+                b.copy_(a)
+    layers = stored.language_model.get_decoder().layers
+    assert frozen_linears_in_bf16(stored) == 7 * len(layers)  # q, k, v, o, gate, up, down (LoRA's base layers)
+    head = stored.language_model.get_output_embeddings().weight
+    assert head.dtype == torch.float32 and stored.language_model.get_input_embeddings().weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in stored.parameters() if p.requires_grad)
+    (losses_a, grads_a), (losses_b, grads_b) = step(plain), step(stored)
+    assert {name: float(value) for name, value in losses_a.items()} == \
+        {name: float(value) for name, value in losses_b.items()}
+    assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[name], grads_b[name]) for name in grads_a)
+
+
+@pytest.mark.slow
+def test_a_lora_bf16_run_keeps_frozen_weights_in_bf16_and_still_samples_and_validates(tiny_parts, shapes_data,
+                                                                                   tmp_path, caplog):
+    out = tmp_path / "lora-bf16"
+    with caplog.at_level("INFO", logger="training.train"):
+        train(tiny_parts, shapes_data, out, "--steps", "2", "--checkpoint-every", "2", "--mixed-precision", "bf16",
+              "--sample-every-checkpoint", "--validation-data", str(shapes_data), "--validation-conversations", "2")
+    assert "14 frozen backbone Linear weights kept in bf16" in caplog.text
+    assert (out / "samples" / "step_000002" / "replies.md").is_file()
+    assert len((out / "validation.csv").read_text().splitlines()) == 3  # header, step 0, step 2
+    model = UnifiedVLM.from_pretrained(out / "model")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
