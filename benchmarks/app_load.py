@@ -179,4 +179,5 @@ def burst(url: str, requests: int) -> tuple[int, int, list[str]]:
     for thread in threads:
         thread.join(timeout=600)
     others = [result for result in results if result not in ("answered", "busy")]
+    others += ["no outcome in 600 s"] * (requests - len(results))  # a thread still hanging
     return results.count("answered"), results.count("busy"), others

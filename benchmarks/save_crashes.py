@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -78,12 +79,13 @@ def killed_saves(work: Path, trials: int, seed: int = 0) -> dict:
         folder = work / f"killed-{trial}"
         earlier_save(folder)
         child = _child(folder, 0)
-        if child.stdout.readline().strip() != "saving":  # started saving (under load, imports take seconds)
+        ready, _, _ = select.select([child.stdout], [], [], 120)  # under load, its imports take seconds
+        if not ready or child.stdout.readline().strip() != "saving":
             child.kill()
             raise RuntimeError(f"the saving child did not start: {child.communicate()[1][-2000:]}")
         time.sleep(rng.uniform(0.05, 0.6))  # a few saves in: the kill lands in one of them
         child.send_signal(signal.SIGKILL)
-        child.wait()
+        child.communicate()  # reaps it and closes its pipes
         intact += _intact(folder)
     return {"save_kills_tried": trials, "save_kills_intact": intact}
 

@@ -162,7 +162,8 @@ def test_stop_marks_the_reply_as_stopped(tiny_parts, monkeypatch):
 
     # The second forward waits for Stop (at most 60 s): the reply cannot finish its image
     # before the click arrives, however slow the browser; a Stop that does nothing lets it
-    # finish after the wait, and the checks below fail.
+    # finish after the wait, and the checks below fail. The first token is a visible word: the
+    # click waits for the page to show text.
     stopped, forwards = threading.Event(), []
     cancel = ChatSession.cancel
 
@@ -176,7 +177,8 @@ def test_stop_marks_the_reply_as_stopped(tiny_parts, monkeypatch):
         forwards.append(1)
 
     monkeypatch.setattr(ChatSession, "cancel", cancel_and_tell)
-    model = slowed(force_one_image(perturbed(tiny_model(tiny_parts)), words_first=3), 0.05, hold)
+    model = slowed(force_one_image(perturbed(tiny_model(tiny_parts)), words_first=3, opening=" Sure, one"), 0.05,
+                   hold)
     with running_app(model) as url, chromium_page(CHROMIUM) as page:
         page.goto(url)
         page.get_by_label("message", exact=True).wait_for()

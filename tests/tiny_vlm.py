@@ -35,11 +35,13 @@ def perturbed(model: UnifiedVLM) -> UnifiedVLM:
     return model.eval().fold_adapters()
 
 
-def force_one_image(model: UnifiedVLM, words_first: int = 0) -> UnifiedVLM:
+def force_one_image(model: UnifiedVLM, words_first: int = 0, opening: str = "") -> UnifiedVLM:
     """Make a random model answer `words_first` tokens of text, then one image, then stop,
-    so app tests can check how a drawn image reaches the user."""
+    so app tests can check how a drawn image reaches the user. The first tokens are those of
+    `opening` (a random first token can be one the page shows nothing for)."""
     start = model.processor.image_start_id
     stop = model.processor.tokenizer.eos_token_id
+    opening_ids = model.processor.tokenizer.encode(opening, add_special_tokens=False)[:words_first]
     original = type(model).text_logits.__get__(model)
     calls = {"count": 0}
 
@@ -49,7 +51,9 @@ def force_one_image(model: UnifiedVLM, words_first: int = 0) -> UnifiedVLM:
         calls["count"] += 1
         logits[..., start] = -1e4
         logits[..., stop] = -1e4
-        if step == words_first:
+        if step < len(opening_ids):
+            logits[..., opening_ids[step]] = 1e4
+        elif step == words_first:
             logits[..., start] = 1e4
         elif step > words_first:
             logits[..., stop] = 1e4

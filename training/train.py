@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
                             reference = reference_text_logits(unwrapped, batch)
                     output_ = prepared(batch, tokens, generator=generator, all_logits=False,
                                        reference_text_logits=reference, text_kl_weight=config.text_kl_weight)
-                    accelerator.backward(output_.losses["total"] * share)
+                    if "total" in output_.losses:  # a forward of chats whose replies were all cut has none
+                        accelerator.backward(output_.losses["total"] * share)
                 for name, value in (output_.losses | output_.metrics).items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(group)
                     counts[name] = counts.get(name, 0) + len(group)
@@ -404,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         scheduler.step()
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{float(output_.losses['total'].detach()):.3f}")
+        if "total" in output_.losses:
+            progress.set_postfix(loss=f"{float(output_.losses['total'].detach()):.3f}")
         if step % config.log_every == 0 or step == config.steps:
             if accelerator.is_main_process:
                 elapsed = time.time() - window_started
