@@ -43,7 +43,6 @@ from training.token_cache import TokenCache
 from training.validation import VALIDATION_LOG, HeldOutLosses, log_validation, write_validation_curve
 from vlm.backbone import bf16_is_fast
 from vlm.files import recover, swap_in
-from vlm.processor import IGNORE_INDEX
 from vlm.teacher_forcing import reference_text_logits
 from vlm.unified_model import UnifiedVLM, UnifiedVLMConfig
 
@@ -234,7 +233,7 @@ def forward_groups(model: UnifiedVLM, conversations: list, config: TrainConfig) 
     with_images = {layout.sequence_index for layout in batch.images}
     text_only = [index for index in range(len(conversations)) if index not in with_images]
     groups = []
-    for indices in (text_only, [index for index in range(len(conversations)) if index in with_images]):
+    for indices in (text_only, sorted(with_images)):
         for group in length_groups([lengths[index] for index in indices], config.max_batch_tokens or None):
             groups.append([indices[position] for position in group])
     return groups, set(text_only)
@@ -383,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 with nullcontext() if last else accelerator.no_sync(prepared):
                     tokens = token_cache.tokens(batch.pixels) if len(batch.pixels) else None
                     reference = None
-                    if config.text_kl_weight and group[0] in text_only and batch.text_labels.ne(IGNORE_INDEX).any():
+                    if config.text_kl_weight and group[0] in text_only:
                         with accelerator.autocast():
                             reference = reference_text_logits(unwrapped, batch)
                     output_ = prepared(batch, tokens, generator=generator, all_logits=False,
