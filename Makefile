@@ -44,8 +44,8 @@ train-default: setup
 	test -f data/default/mix.yaml || $(BIN)/python -m training.build_data default --out data/default
 	$(BIN)/python -m training.train --config training/configs/default_model.yaml
 
-# The same recipe on one GPU inside 25 minutes (training/configs/default_model_gpu.yaml); pass the
-# image tokenizer it trains on, e.g. IMAGE_TOKENIZER=runs/tok512_s1200 (the shipped one when unset).
+# The same recipe on one GPU inside 25 minutes (training/configs/default_model_gpu.yaml); IMAGE_TOKENIZER=FOLDER
+# trains on another image tokenizer than the config's (vlm/pretrained/tokenizer512).
 train-default-gpu: setup
 	test -f data/default/mix.yaml || $(BIN)/python -m training.build_data default --out data/default
 	$(BIN)/python -m training.train --config training/configs/default_model_gpu.yaml \

@@ -1,4 +1,4 @@
-"""The shipped default tokenizer (vlm/pretrained/tokenizer), on real held-out OpenMoji.
+"""The shipped tokenizers (vlm/pretrained/tokenizer, the default, and tokenizer512), on real data.
 
 These load the real default weights (18 MB) and render the held-out emoji: a few seconds,
 the only tests in this file. They guard what the README promises, not a tiny config.
@@ -11,8 +11,9 @@ import json
 import pytest
 
 from benchmarks import reconstruct, tokenizer
-from vlm.tokenizer import HybridTokenizer
+from vlm.tokenizer import DEFAULT_TOKENIZER_PATH, HybridTokenizer
 
+PACKAGED_512 = DEFAULT_TOKENIZER_PATH.parent / "tokenizer512"
 JSON_KEYS = {"psnr_discrete", "psnr_hybrid", "ssim_discrete", "ssim_hybrid", "codebook_usage",
              "encode_images_per_s", "decode_images_per_s"}
 
@@ -43,3 +44,17 @@ def test_default_loads_without_a_path_and_reconstructs(tmp_path):
     grid = tmp_path / "grid.png"
     reconstruct.main(["--count", "4", "--out", str(grid)])
     assert grid.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_packaged_512_code_tokenizer_gives_learnable_codes():
+    """vlm/pretrained/tokenizer512, the learnable-codes tokenizer the next default model trains on:
+    the fixed shapes set at its measured level (`python -m benchmarks.tokenizer --model
+    vlm/pretrained/tokenizer512`: scale-6/8 entropy 2.0/3.2 nats, one code per scale for a blank
+    canvas; the cosine tokenizer gave 7.0/7.0 and 28/59 codes)."""
+    model = HybridTokenizer.from_pretrained(PACKAGED_512)
+    assert model.config.codebook_size == 512
+    assert (model.config.lookup, model.config.padding_mode) == ("l2", "replicate")
+    stats = tokenizer.code_statistics(model)
+    assert stats["blank_codes_per_scale"] == [1] * len(model.config.scales)
+    assert max(stats["code_entropy_per_scale"][-2:]) <= 3.4

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
 from training import ship_default
-from vlm.tokenizer import CheckpointError
+from vlm.tokenizer import PACKAGED_TOKENIZERS, CheckpointError
 from vlm.unified_model import UnifiedVLM
 
 
@@ -50,3 +52,21 @@ def test_over_budget_or_unloadable_models_leave_the_default_as_it_was(trained, t
         ship_default.main([str(broken), "--target", str(target)])
     assert {path.name: path.read_bytes() for path in target.iterdir() if path.is_file()} == before
     assert not target.with_name("model.new").exists()
+
+
+def test_a_model_on_a_packaged_tokenizer_names_it_instead_of_copying_it(trained, tiny_parts, tmp_path, monkeypatch):
+    """A model trained on a tokenizer that ships in the package (e.g. tokenizer512) ships without a
+    second copy of it, names it, and loads to the same predictions; a name the package lacks is refused."""
+    model, folder = trained
+    monkeypatch.setitem(PACKAGED_TOKENIZERS, "tokenizer_tiny", tiny_parts[1])
+    target = tmp_path / "pretrained" / "model"
+    assert ship_default.main([str(folder), "--target", str(target)]) == 0
+    assert not (target / "image_tokenizer").exists()
+    config = json.loads((target / "vlm_config.json").read_text())
+    assert config["image_tokenizer"] == "tokenizer_tiny"
+    shipped = UnifiedVLM.from_pretrained(target)
+    for name, value in losses(model.eval().fold_adapters()).items():
+        torch.testing.assert_close(losses(shipped)[name], value, rtol=1e-5, atol=1e-5)
+    (target / "vlm_config.json").write_text(json.dumps({**config, "image_tokenizer": "tokenizer_gone"}))
+    with pytest.raises(CheckpointError, match="names no packaged tokenizer.*tokenizer_gone"):
+        UnifiedVLM.from_pretrained(target)

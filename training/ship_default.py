@@ -3,8 +3,8 @@
     python -m training.ship_default runs/default_model/model
 
 Copies the model's files, replacing its copy of the image tokenizer by a reference when it
-is the shipped tokenizer bit for bit (saves 18 MB in the repository), and refuses a result
-over the 60 MB budget.
+is a tokenizer shipped in the package bit for bit (the default one or tokenizer512; saves 9-18 MB
+in the repository), and refuses a result over the 60 MB budget.
 """
 
 from __future__ import annotations
@@ -18,18 +18,25 @@ from pathlib import Path
 import torch
 
 from vlm.files import swap_in
-from vlm.tokenizer import HybridTokenizer
+from vlm.tokenizer import PACKAGED_TOKENIZERS, HybridTokenizer
 from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, IMAGE_TOKENIZER_DIR, UnifiedVLM
 
 BUDGET_BYTES = 60 * 2**20
 
 
-def same_tokenizer(folder: Path) -> bool:
-    ours, shipped = HybridTokenizer.from_pretrained(folder), HybridTokenizer.from_pretrained()
-    if ours.config != shipped.config:
-        return False
-    shipped_state = shipped.state_dict()
-    return all(torch.equal(value, shipped_state[name]) for name, value in ours.state_dict().items())
+def packaged_twin(folder: Path) -> str | None:
+    """The name of the packaged tokenizer that is this one bit for bit (weights as loaded), if any."""
+    ours = HybridTokenizer.from_pretrained(folder)
+    for name, path in PACKAGED_TOKENIZERS.items():
+        if not (path / "config.json").is_file():
+            continue
+        packaged = HybridTokenizer.from_pretrained(path)
+        if ours.config != packaged.config:
+            continue
+        packaged_state = packaged.state_dict()
+        if all(torch.equal(value, packaged_state[key]) for key, value in ours.state_dict().items()):
+            return name
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(args.model, staging)
-    if same_tokenizer(args.model / IMAGE_TOKENIZER_DIR):
+    twin = packaged_twin(args.model / IMAGE_TOKENIZER_DIR)
+    if twin is not None:
         shutil.rmtree(staging / IMAGE_TOKENIZER_DIR)
         config = json.loads((staging / CONFIG_NAME).read_text())
-        config["image_tokenizer"] = "default"
-        config["image_tokenizer_fingerprint"] = HybridTokenizer.from_pretrained().fingerprint()
+        config["image_tokenizer"] = twin
+        config["image_tokenizer_fingerprint"] = HybridTokenizer.from_pretrained(PACKAGED_TOKENIZERS[twin]).fingerprint()
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file())
     if size > BUDGET_BYTES:

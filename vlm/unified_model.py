@@ -31,7 +31,7 @@ from vlm.lean_decoder import lean_decoder_forward, runs_lean
 from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
 from vlm.residual_head import ResidualDiffusionHead
 from vlm.teacher_forcing import drop_conditions, teacher_forced_losses
-from vlm.tokenizer import CheckpointError, HybridTokenizer, HybridTokens
+from vlm.tokenizer import PACKAGED_TOKENIZERS, CheckpointError, HybridTokenizer, HybridTokens
 
 logger = logging.getLogger(__name__)
 
@@ -371,10 +371,11 @@ class UnifiedVLM(nn.Module):
             raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config (no vocab_size)")
         tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
-            # A model may name the shipped tokenizer instead of carrying a copy (the default model does).
-            if config.image_tokenizer != "default":
-                raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder")
-            tokenizer_dir = None
+            # A model may name a tokenizer shipped in the package instead of carrying a copy (the default model does).
+            if config.image_tokenizer not in PACKAGED_TOKENIZERS:
+                raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder and names no packaged "
+                                      f"tokenizer ({', '.join(PACKAGED_TOKENIZERS)}): '{config.image_tokenizer}'")
+            tokenizer_dir = PACKAGED_TOKENIZERS[config.image_tokenizer]
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         expected_fingerprint = config.image_tokenizer_fingerprint
         if expected_fingerprint is not None and model.image_tokenizer.fingerprint() != expected_fingerprint:
