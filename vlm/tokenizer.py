@@ -32,7 +32,8 @@ WEIGHTS_NAME = "model.safetensors"
 DEFAULT_TOKENIZER_PATH = Path(__file__).resolve().parent / "pretrained" / "tokenizer"
 # Tokenizers shipped in the package, by the name a model's config may give instead of carrying a copy:
 # "default" is the one loaded when no path is given; "tokenizer512" the learnable-codes tokenizer.
-PACKAGED_TOKENIZERS = {"default": DEFAULT_TOKENIZER_PATH, "tokenizer512": DEFAULT_TOKENIZER_PATH.parent / "tokenizer512"}
+PACKAGED_TOKENIZERS = {"default": DEFAULT_TOKENIZER_PATH,
+                       "tokenizer512": DEFAULT_TOKENIZER_PATH.parent / "tokenizer512"}
 
 
 class CheckpointError(ValueError):
