@@ -49,12 +49,12 @@ def test_default_loads_without_a_path_and_reconstructs(tmp_path):
 @pytest.mark.slow
 def test_the_packaged_512_code_tokenizer_gives_learnable_codes():
     """vlm/pretrained/tokenizer512, the learnable-codes tokenizer the next default model trains on:
-    the fixed shapes set at its measured level (`python -m benchmarks.tokenizer --model
-    vlm/pretrained/tokenizer512`: scale-6/8 entropy 2.0/3.2 nats, one code per scale for a blank
-    canvas; the cosine tokenizer gave 7.0/7.0 and 28/59 codes)."""
+    the learnable-codes issue's bars on the fixed shapes set (`python -m benchmarks.tokenizer --model
+    vlm/pretrained/tokenizer512`: scale-6/8 entropy 1.54/2.93 nats, one code per scale for a blank
+    canvas; the cosine tokenizer gave 7.0/7.0 nats and 28/59 codes)."""
     model = HybridTokenizer.from_pretrained(PACKAGED_512)
     assert model.config.codebook_size == 512
     assert (model.config.lookup, model.config.padding_mode) == ("l2", "replicate")
     stats = tokenizer.code_statistics(model)
     assert stats["blank_codes_per_scale"] == [1] * len(model.config.scales)
-    assert max(stats["code_entropy_per_scale"][-2:]) <= 3.4
+    assert max(stats["code_entropy_per_scale"][-2:]) <= 3.0
