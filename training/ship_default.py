@@ -15,8 +15,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from vlm.files import swap_in
 from vlm.tokenizer import PACKAGED_TOKENIZERS, HybridTokenizer
 from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, IMAGE_TOKENIZER_DIR, UnifiedVLM
@@ -25,16 +23,10 @@ BUDGET_BYTES = 60 * 2**20
 
 
 def packaged_twin(folder: Path) -> str | None:
-    """The name of the packaged tokenizer that is this one bit for bit (weights as loaded), if any."""
-    ours = HybridTokenizer.from_pretrained(folder)
+    """The name of the packaged tokenizer with this one's config and weights (its fingerprint), if any."""
+    ours = HybridTokenizer.from_pretrained(folder).fingerprint()
     for name, path in PACKAGED_TOKENIZERS.items():
-        if not (path / "config.json").is_file():
-            continue
-        packaged = HybridTokenizer.from_pretrained(path)
-        if ours.config != packaged.config:
-            continue
-        packaged_state = packaged.state_dict()
-        if all(torch.equal(value, packaged_state[key]) for key, value in ours.state_dict().items()):
+        if (path / "config.json").is_file() and HybridTokenizer.from_pretrained(path).fingerprint() == ours:
             return name
     return None
 
@@ -54,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(staging / IMAGE_TOKENIZER_DIR)
         config = json.loads((staging / CONFIG_NAME).read_text())
         config["image_tokenizer"] = twin
-        config["image_tokenizer_fingerprint"] = HybridTokenizer.from_pretrained(PACKAGED_TOKENIZERS[twin]).fingerprint()
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file())
     if size > BUDGET_BYTES:
