@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     def validate() -> None:
         if held_out is not None and accelerator.is_main_process:
             results = held_out.measure(unwrapped, token_cache, config.seed, accelerator.autocast)
-            log_validation(validation_log, step, results, scale_columns, config.validation_conversations)
+            log_validation(validation_log, step, results, scale_columns,
+                           {name: len(conversations) for name, conversations in held_out.sources.items()})
             write_validation_curve(validation_log, output / "validation_curve.png")
 
     if step == 0:

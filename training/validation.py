@@ -68,11 +68,12 @@ class HeldOutLosses:
 
 
 def log_validation(path: Path, step: int, results: dict[str, dict[str, float]], scale_columns: list[str],
-                   per_source: int) -> None:
-    """One row per source in validation.csv."""
+                   counts: dict[str, int]) -> None:
+    """One row per source in validation.csv, with the number of conversations it was scored on
+    (`counts`; a source may hold fewer than were asked for)."""
     columns = ["step", "source", "conversations", *LOSS_NAMES, *scale_columns]
     for source, losses in results.items():
-        row = {"step": step, "source": source, "conversations": per_source,
+        row = {"step": step, "source": source, "conversations": counts[source],
                **{name: f"{losses[name]:.5f}" if name in losses else "" for name in (*LOSS_NAMES, *scale_columns)}}
         append_row(path, columns, row)
 
