@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -68,6 +69,30 @@ def test_the_emoji_classifier_ranks_names_and_augments_within_range():
     classifier = EmojiClassifier(EmojiNet(7, 4), [f"emoji {index}" for index in range(7)], 32)
     ranked = classifier.top_k([Image.new("RGB", (64, 64), "red"), Image.new("RGB", (20, 20), "blue")], 5)
     assert [len(names) for names in ranked] == [5, 5] and all(len(set(names)) == 5 for names in ranked)
+
+
+def test_the_emoji_classifier_trains_even_when_its_caller_is_inside_no_grad(tmp_path, monkeypatch):
+    """benchmarks.residual_head asks for it inside no_grad; on a machine without the cached
+    classifier that used to crash ("element 0 of tensors does not require grad")."""
+    from types import SimpleNamespace
+
+    from benchmarks.evaluation import emoji_classifier
+
+    names = [f"emoji {index}" for index in range(3)]
+    rng = np.random.default_rng(0)
+    fake = SimpleNamespace(entries=[SimpleNamespace(name=names[index % 3]) for index in range(6)],
+                           images_NHWC=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    monkeypatch.setattr(emoji_classifier, "OpenMojiDataset", lambda **_: fake)
+    monkeypatch.setenv("HYBRID_VLM_CACHE", str(tmp_path))
+    config = emoji_classifier.ClassifierConfig(width=4, steps=3, batch_size=4)
+    torch.manual_seed(config.seed)
+    untrained = EmojiNet(3, config.width).state_dict()
+    with torch.no_grad():
+        trained = EmojiClassifier.load_or_train(config)
+        cached = EmojiClassifier.load_or_train(config)
+    assert trained.names == cached.names == names
+    assert any(not torch.equal(untrained[key], value) for key, value in trained.net.state_dict().items())
+    assert all(torch.equal(trained.net.state_dict()[key], value) for key, value in cached.net.state_dict().items())
 
 
 @pytest.mark.slow

@@ -129,6 +129,7 @@ class EmojiClassifier:
         return cls(net, names, config.image_size)
 
 
+@torch.enable_grad()  # callers (benchmarks.residual_head) may be inside no_grad when the cache is empty
 def train(config: ClassifierConfig) -> tuple[EmojiNet, list[str]]:
     dataset = OpenMojiDataset(split="all", image_size=64)
     names = sorted({entry.name for entry in dataset.entries})
