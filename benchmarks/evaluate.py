@@ -36,6 +36,7 @@ from benchmarks.evaluation.emoji_drawing import emoji_drawing
 from benchmarks.evaluation.steps import steps_consistency
 from benchmarks.evaluation.text import text_perplexities
 from benchmarks.evaluation.understanding import emoji_naming_accuracy, vqa_accuracy
+from generation import GenerationConfig
 from chat.quiet import add_dtype_flag
 from vlm.backbone import resolve_dtype
 
@@ -59,6 +60,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="CFG scale of every drawn image but the sweep")
     parser.add_argument("--residual-steps", type=int, default=8, help="residual head steps for hybrid images")
+    parser.add_argument("--image-temperature", type=float, nargs="+", default=None,
+                        help="image code sampling temperature: one value, or one per scale (default: the "
+                             "generation default, 1)")
+    parser.add_argument("--image-top-k", type=int, nargs="+", default=None,
+                        help="sample image codes from the k most likely only: one value, or one per scale "
+                             "(default: the generation default, 0 = off)")
+    parser.add_argument("--image-top-p", type=float, nargs="+", default=None,
+                        help="nucleus sampling of image codes: one value, or one per scale (default: the "
+                             "generation default, 1 = off)")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierConfig.steps,
                         help="training steps of the emoji classifier (trained once, then cached)")
@@ -116,6 +126,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings.seed, settings.cfg_scale, settings.residual_steps = args.seed, args.cfg_scale, args.residual_steps
     if args.batch_size:
         settings.batch_size = args.batch_size
+    for name in ("image_temperature", "image_top_k", "image_top_p"):
+        values = getattr(args, name)
+        if values is not None:
+            setattr(settings, name, values[0] if len(values) == 1 else tuple(values))
+    GenerationConfig(image_temperature=settings.image_temperature, image_top_k=settings.image_top_k,
+                     image_top_p=settings.image_top_p)  # a bad value fails here, before the model loads
     model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)
@@ -287,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate(args)
     command = "python -m benchmarks.evaluate" + (f" --model {args.model}" if args.model else "") + \
         (" --quick" if args.quick else "")
+    for name in ("image_temperature", "image_top_k", "image_top_p"):
+        values = getattr(args, name)
+        if values is not None:
+            command += f" --{name.replace('_', '-')} " + " ".join(f"{value:g}" for value in values)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "RESULTS.md").write_text(report(results, command))
     print(table(results))

@@ -95,6 +95,17 @@ def test_the_emoji_classifier_trains_even_when_its_caller_is_inside_no_grad(tmp_
     assert all(torch.equal(trained.net.state_dict()[key], value) for key, value in cached.net.state_dict().items())
 
 
+def test_image_sampling_flags_reach_every_drawing_and_bad_values_fail_before_loading(tmp_path):
+    from benchmarks.evaluation.common import EvalSettings, image_config
+
+    settings = EvalSettings(image_temperature=0.5, image_top_k=(1, 2, 3, 4, 5, 6), image_top_p=0.9)
+    config = image_config(settings, max_images=6)
+    assert (config.image_temperature, config.image_top_k, config.image_top_p) == (0.5, (1, 2, 3, 4, 5, 6), 0.9)
+    with pytest.raises(ValueError, match="image_top_p"):  # a missing model folder would fail later, differently
+        evaluate.main(["--model", str(tmp_path / "no model here"), "--image-top-p", "1.5", "--out", str(tmp_path)])
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
 @pytest.mark.slow
 def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_parts, tmp_path, capsys):
     """A quick run on a tiny random model (everything but the emoji task, which renders all of OpenMoji)."""

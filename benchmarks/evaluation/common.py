@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from tqdm.auto import tqdm
 
 from generation import GenerationConfig, generate
+from generation.config import PerScale
 from generation.reply import Reply
 from vlm.unified_model import UnifiedVLM
 
@@ -19,6 +20,11 @@ class EvalSettings:
     batch_size: int = 8
     cfg_scale: float = 3.0
     residual_steps: int = 8
+    # How image codes are sampled (GenerationConfig's defaults unless told): a half-trained model
+    # draws cleaner shapes from its more likely codes, so these are worth sweeping per model.
+    image_temperature: PerScale = GenerationConfig.image_temperature
+    image_top_k: PerScale = GenerationConfig.image_top_k
+    image_top_p: PerScale = GenerationConfig.image_top_p
     geneval_prompts: int = 24  # per category: one prompt moves a category by 0.04 (8 moved it by 0.125)
     cfg_sweep: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
     cfg_sweep_prompts: int = 8  # per category and scale: the sweep shows a trend, the headline score uses 24
@@ -39,7 +45,9 @@ class EvalSettings:
 def image_config(settings: EvalSettings, **overrides) -> GenerationConfig:
     """Replies that may draw one image (and say a few words around it)."""
     values = dict(max_images=1, max_new_tokens=32, temperature=0.7, cfg_scale=settings.cfg_scale,
-                  residual_steps=settings.residual_steps, seed=settings.seed)
+                  residual_steps=settings.residual_steps, seed=settings.seed,
+                  image_temperature=settings.image_temperature, image_top_k=settings.image_top_k,
+                  image_top_p=settings.image_top_p)
     values.update(overrides)
     return GenerationConfig(**values)
 
