@@ -36,8 +36,8 @@ from benchmarks.evaluation.emoji_drawing import emoji_drawing
 from benchmarks.evaluation.steps import steps_consistency
 from benchmarks.evaluation.text import text_perplexities
 from benchmarks.evaluation.understanding import emoji_naming_accuracy, vqa_accuracy
-from generation import GenerationConfig
 from chat.quiet import add_dtype_flag
+from generation import GenerationConfig
 from vlm.backbone import resolve_dtype
 
 logger = logging.getLogger(__name__)
