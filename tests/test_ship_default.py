@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tests.tiny_vlm import drawing_chat, perturbed, tiny_model
 from training import ship_default
@@ -28,7 +29,7 @@ def losses(model):
 def test_a_shipped_model_loads_from_the_target_and_predicts_the_same(trained, tmp_path, capsys):
     model, folder = trained
     target = tmp_path / "pretrained" / "model"
-    assert ship_default.main([str(folder), "--target", str(target)]) == 0
+    assert ship_default.main([str(folder), "--target", str(target), "--dtype", "float32"]) == 0
     assert "shipped" in capsys.readouterr().out
     shipped = UnifiedVLM.from_pretrained(target)
     # Not the shipped tokenizer, so the model keeps its own copy (a reference would not load).
@@ -60,7 +61,7 @@ def test_a_model_on_a_packaged_tokenizer_names_it_instead_of_copying_it(trained,
     model, folder = trained
     monkeypatch.setitem(PACKAGED_TOKENIZERS, "tokenizer_tiny", tiny_parts[1])
     target = tmp_path / "pretrained" / "model"
-    assert ship_default.main([str(folder), "--target", str(target)]) == 0
+    assert ship_default.main([str(folder), "--target", str(target), "--dtype", "float32"]) == 0
     assert not (target / "image_tokenizer").exists()
     config = json.loads((target / "vlm_config.json").read_text())
     assert config["image_tokenizer"] == "tokenizer_tiny"
@@ -70,3 +71,33 @@ def test_a_model_on_a_packaged_tokenizer_names_it_instead_of_copying_it(trained,
     (target / "vlm_config.json").write_text(json.dumps({**config, "image_tokenizer": "tokenizer_gone"}))
     with pytest.raises(CheckpointError, match="names no packaged tokenizer.*tokenizer_gone"):
         UnifiedVLM.from_pretrained(target)
+
+
+def test_fp16_storage_halves_the_adapter_and_predicts_nearly_the_same(trained, tmp_path):
+    """The default stores the adapter in fp16: half the bytes, the image layers untouched, and the
+    loaded model's losses within fp16 rounding of the trained one's."""
+    model, folder = trained
+    target = tmp_path / "pretrained" / "model"
+    assert ship_default.main([str(folder), "--target", str(target)]) == 0
+    adapter = load_file(str(target / "adapter.safetensors"))
+    assert {value.dtype for value in adapter.values()} == {torch.float16}
+    assert (target / "adapter.safetensors").stat().st_size < 0.6 * (folder / "adapter.safetensors").stat().st_size
+    assert (target / "image_layers.safetensors").read_bytes() == (folder / "image_layers.safetensors").read_bytes()
+    shipped = UnifiedVLM.from_pretrained(target)
+    assert shipped.decoder_dtype == torch.float32
+    expected = losses(model.eval().fold_adapters())
+    for name, value in losses(shipped).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-2, atol=1e-3)
+
+
+def test_weights_fp16_cannot_hold_are_refused_and_nothing_is_shipped(trained, tmp_path, capsys):
+    _, folder = trained
+    state = load_file(str(folder / "adapter.safetensors"))
+    first = sorted(state)[0]
+    state[first] = state[first] * 0 + 1e6
+    save_file(state, str(folder / "adapter.safetensors"))
+    target = tmp_path / "pretrained" / "model"
+    assert ship_default.main([str(folder), "--target", str(target)]) == 1
+    error = capsys.readouterr().err
+    assert "outside fp16's range" in error and first in error and "--dtype float32" in error
+    assert not target.exists() and not target.with_name("model.new").exists()
