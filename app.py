@@ -71,7 +71,7 @@ class BrowserSession:
     besides the history (the drawing in progress, replies ended by Stop, an error note)."""
 
     def __init__(self, model: UnifiedVLM, root: Path):
-        self.chat = ChatSession(model, GenerationConfig(previews=True))
+        self.chat = ChatSession(model, GenerationConfig.for_model(model, previews=True))
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self._paths: dict[str, str] = {}  # image content hash -> PNG shown for it
         self._rendered: dict[int, tuple[Message, list]] = {}  # id(message) -> (message, chat content)
@@ -284,7 +284,8 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
             download_button = gr.DownloadButton("Download conversation", value=None)
         with gr.Accordion("settings", open=False):
             temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature (0 = greedy)")
-            cfg_scale = gr.Slider(1.0, 8.0, value=3.0, step=0.5, label="CFG scale (1 = off)")
+            cfg_scale = gr.Slider(1.0, 8.0, value=GenerationConfig.for_model(model).cfg_scale, step=0.5,
+                                  label="CFG scale (1 = off)")
             residual_steps = gr.Slider(0, 8, value=8, step=1, label=residual_label(model))
             seed = gr.Number(value=-1, precision=0, label="seed (-1 = random)")
             max_images = gr.Slider(0, 8, value=4, step=1, label="max images per answer")

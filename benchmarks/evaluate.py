@@ -58,17 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="run only these tasks")
     parser.add_argument("--quick", action="store_true", help="a few cases per task: checks the pipeline only")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
-    parser.add_argument("--cfg-scale", type=float, default=3.0, help="CFG scale of every drawn image but the sweep")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="CFG scale of every drawn image but the sweep (default: the model's own, from its "
+                             "generation_config.json, else 3)")
     parser.add_argument("--residual-steps", type=int, default=8, help="residual head steps for hybrid images")
     parser.add_argument("--image-temperature", type=float, nargs="+", default=None,
                         help="image code sampling temperature: one value, or one per scale (default: the "
-                             "generation default, 1)")
+                             "model's own, else 1)")
     parser.add_argument("--image-top-k", type=int, nargs="+", default=None,
                         help="sample image codes from the k most likely only: one value, or one per scale "
-                             "(default: the generation default, 0 = off)")
+                             "(default: the model's own, else 0 = off)")
     parser.add_argument("--image-top-p", type=float, nargs="+", default=None,
                         help="nucleus sampling of image codes: one value, or one per scale (default: the "
-                             "generation default, 1 = off)")
+                             "model's own, else 1 = off)")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierConfig.steps,
                         help="training steps of the emoji classifier (trained once, then cached)")
@@ -123,16 +125,19 @@ def evaluate(args: argparse.Namespace) -> dict:
     from chat.session import load_chat_model
 
     settings = EvalSettings.quick() if args.quick else EvalSettings()
-    settings.seed, settings.cfg_scale, settings.residual_steps = args.seed, args.cfg_scale, args.residual_steps
+    settings.seed, settings.residual_steps = args.seed, args.residual_steps
     if args.batch_size:
         settings.batch_size = args.batch_size
+    given = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
     for name in ("image_temperature", "image_top_k", "image_top_p"):
         values = getattr(args, name)
         if values is not None:
-            setattr(settings, name, values[0] if len(values) == 1 else tuple(values))
-    GenerationConfig(image_temperature=settings.image_temperature, image_top_k=settings.image_top_k,
-                     image_top_p=settings.image_top_p)  # a bad value fails here, before the model loads
+            given[name] = values[0] if len(values) == 1 else tuple(values)
+    GenerationConfig(**given)  # a bad value fails here, before the model loads
     model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
+    sampling = GenerationConfig.for_model(model, **given)  # the model's own defaults where nothing was given
+    for name in ("cfg_scale", "image_temperature", "image_top_k", "image_top_p"):
+        setattr(settings, name, getattr(sampling, name))
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)
     results: dict = {"model": args.model or "default", "settings": asdict(settings), "seconds": {}}
@@ -234,11 +239,18 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _sampling_line(settings: dict) -> str:
+    """How images were drawn: the model's own defaults (generation_config.json) or the flags."""
+    return (f"Images drawn with CFG {settings['cfg_scale']:g}, code temperature {settings['image_temperature']}, "
+            f"top-k {settings['image_top_k']}, top-p {settings['image_top_p']}, "
+            f"{settings['residual_steps']} residual steps.")
+
+
 def report(results: dict, command: str) -> str:
     parts = ["# Evaluation results", "",
              f"Model: `{results['model']}`. Made by `{command}` in {results['seconds']['total'] / 60:.1f} min "
              "on this machine's CPU. Every number is seeded and reproducible; what each measures is in "
-             "`benchmarks/evaluation/`.", "", table(results), ""]
+             "`benchmarks/evaluation/`.", "", _sampling_line(results["settings"]), "", table(results), ""]
     if "geneval" in results:
         categories = [*geneval.CATEGORIES, "overall", "drew_image"]
         head = "| setting | " + " | ".join(categories) + " |"
@@ -303,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate(args)
     command = "python -m benchmarks.evaluate" + (f" --model {args.model}" if args.model else "") + \
         (" --quick" if args.quick else "")
+    if args.cfg_scale is not None:
+        command += f" --cfg-scale {args.cfg_scale:g}"
     for name in ("image_temperature", "image_top_k", "image_top_p"):
         values = getattr(args, name)
         if values is not None:

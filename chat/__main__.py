@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="seed: the same seed and settings repeat a reply")
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--temperature", type=float, default=0.7, help="text sampling temperature (0 = greedy)")
-    parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance for images (1 = off)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="classifier-free guidance for images (1 = off; default: the model's own, from its "
+                             "generation_config.json, else 3)")
     parser.add_argument("--residual-steps", type=int, default=8,
                         help="residual head: 0 = discrete-only, 1 = the distilled one-step head (where the model "
                              "has one), N = N diffusion steps")
@@ -142,9 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = GenerationConfig(temperature=args.temperature, cfg_scale=args.cfg_scale,
-                              residual_steps=args.residual_steps, max_images=args.max_images,
-                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    given = dict(temperature=args.temperature, residual_steps=args.residual_steps, max_images=args.max_images,
+                 max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.cfg_scale is not None:
+        given["cfg_scale"] = args.cfg_scale
+    try:  # a bad value fails here, before the model loads
+        GenerationConfig(**given)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.prompt is not None and not args.prompt.strip() and not args.image:
         print("error: --prompt is empty", file=sys.stderr)
         return 2
@@ -154,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --image: {error}", file=sys.stderr)
         return 2
     model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
+    try:
+        config = GenerationConfig.for_model(model, **given)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     session = ChatSession(model, config, args.system)
     preview = None if args.preview == "none" else \
         (inline_image.detect() if sys.stdout.isatty() else None) if args.preview == "auto" else args.preview

@@ -84,7 +84,7 @@ def load_upload(source: ImageInput) -> Image.Image:
 class ChatSession:
     def __init__(self, model: UnifiedVLM, config: GenerationConfig | None = None, system_prompt: str | None = None):
         self.model = model
-        self.config = config or GenerationConfig()
+        self.config = config or GenerationConfig.for_model(model)
         self.conversation = Conversation(system_prompt)
         self._cancel = threading.Event()
         self._lock = threading.Lock()  # one reply at a time per session

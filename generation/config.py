@@ -42,6 +42,17 @@ class GenerationConfig:
     seed: int | None = None  # None draws a fresh seed; the same seed and settings repeat the output
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)  # extra end-of-turn ids
 
+    @classmethod
+    def for_model(cls, model: object, **overrides) -> GenerationConfig:
+        """The model's own image sampling defaults (`generation_config.json` in its folder, if it
+        has one), then `overrides` (what the user set) on top."""
+        saved = getattr(model, "sampling_defaults", {}) or {}
+        try:
+            cls(**saved)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"the model's generation_config.json: {error}") from error
+        return cls(**{**saved, **overrides})
+
     def __post_init__(self) -> None:
         self.stop_strings = tuple(self.stop_strings)
         self.stop_token_ids = tuple(self.stop_token_ids)

@@ -110,7 +110,9 @@ def test_image_sampling_flags_reach_every_drawing_and_bad_values_fail_before_loa
 def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_parts, tmp_path, capsys):
     """A quick run on a tiny random model (everything but the emoji task, which renders all of OpenMoji)."""
     model_dir = tmp_path / "model"
-    perturbed(tiny_model(tiny_parts)).save_pretrained(model_dir)
+    model = perturbed(tiny_model(tiny_parts))
+    model.sampling_defaults = {"cfg_scale": 2.0, "image_top_p": 0.9}  # the model's own, used as no flag says otherwise
+    model.save_pretrained(model_dir)
     out, report_json = tmp_path / "docs", tmp_path / "results.json"
     evaluate.main(["--model", str(model_dir), "--quick", "--out", str(out), "--json", str(report_json),
                    "--tasks", "geneval", "vqa", "steps", "edits", "text"])
@@ -123,4 +125,6 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     assert (out / "results" / "geneval.png").stat().st_size > 1000
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
+    assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
+    assert "Images drawn with CFG 2, code temperature 1.0, top-k 0, top-p 0.9" in text
     assert "geneval_overall" in capsys.readouterr().out

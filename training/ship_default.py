@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlm.configuration import IMAGE_TOKENIZER_DIR
 from vlm.files import swap_in
 from vlm.tokenizer import PACKAGED_TOKENIZERS, HybridTokenizer
-from vlm.unified_model import (ADAPTER_NAME, BACKBONE_WEIGHTS_NAME, CONFIG_NAME, DEFAULT_MODEL_PATH,
-                               IMAGE_TOKENIZER_DIR, UnifiedVLM)
+from vlm.unified_model import ADAPTER_NAME, BACKBONE_WEIGHTS_NAME, CONFIG_NAME, DEFAULT_MODEL_PATH, UnifiedVLM
 
 BUDGET_BYTES = 60 * 2**20
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
+from vlm import sampling_defaults
 from vlm.adapters import AdapterFolding
 from vlm.attention import select_attention
 from vlm.backbone import cache_keyword, load_backbone
@@ -95,6 +96,8 @@ class UnifiedVLM(nn.Module):
                                             text_rms)
         self.image_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, tokenizer_config.codebook_size))
         self.residual_head = ResidualDiffusionHead(config.residual_head)
+        # The image sampling this model draws best with (vlm.sampling_defaults); {} = GenerationConfig's.
+        self.sampling_defaults: dict = {}
 
     @classmethod
     def from_backbone(cls, config: UnifiedVLMConfig | None = None, image_tokenizer: str | Path | None = None,
@@ -343,6 +346,8 @@ class UnifiedVLM(nn.Module):
                         image_tokenizer_fingerprint=self.image_tokenizer.fingerprint())
         (directory / CONFIG_NAME).write_text(json.dumps(asdict(saved), indent=2))
         self.image_tokenizer.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
+        if self.sampling_defaults:
+            sampling_defaults.write(directory, self.sampling_defaults)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, dtype: torch.dtype = torch.float32,
@@ -369,6 +374,7 @@ class UnifiedVLM(nn.Module):
             raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config this version reads: {error}") from error
         if not isinstance(config.vocab_size, int):
             raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config (no vocab_size)")
+        defaults = sampling_defaults.read(directory)  # a bad file fails before the backbone loads
         tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
             # A model may name a tokenizer shipped in the package instead of carrying a copy (the default model does).
@@ -403,4 +409,5 @@ class UnifiedVLM(nn.Module):
                 model.backbone.load_state_dict(state)
             else:
                 model.load_state_dict(state, strict=False)
+        model.sampling_defaults = defaults
         return model if for_training else model.eval().fold_adapters()

@@ -1,0 +1,89 @@
+"""A model's own image sampling defaults (generation_config.json): saved with it, used by chat,
+the app and evaluate unless the user sets a value, refused when malformed, and written by the sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import sampling_sweep
+from chat.session import ChatSession
+from generation import GenerationConfig
+from tests.tiny_vlm import perturbed, tiny_model
+from vlm import sampling_defaults
+from vlm.tokenizer import CheckpointError
+from vlm.unified_model import UnifiedVLM
+
+
+@pytest.fixture
+def saved(tiny_parts, tmp_path):
+    model = perturbed(tiny_model(tiny_parts))
+    model.sampling_defaults = {"cfg_scale": 5.0, "image_top_p": 0.8}
+    model.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_the_defaults_travel_with_the_model_and_what_the_user_sets_wins(saved, tiny_parts, tmp_path):
+    assert json.loads((saved / "generation_config.json").read_text()) == {"cfg_scale": 5.0, "image_top_p": 0.8}
+    model = UnifiedVLM.from_pretrained(saved)
+    assert model.sampling_defaults == {"cfg_scale": 5.0, "image_top_p": 0.8}
+    config = GenerationConfig.for_model(model)
+    assert (config.cfg_scale, config.image_top_p, config.image_top_k) == (5.0, 0.8, GenerationConfig.image_top_k)
+    assert GenerationConfig.for_model(model, cfg_scale=2.0, seed=3).cfg_scale == 2.0
+    assert ChatSession(model).config.cfg_scale == 5.0
+    # A model without the file draws with GenerationConfig's defaults, and saves no file.
+    plain = perturbed(tiny_model(tiny_parts))
+    plain.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "generation_config.json").exists()
+    assert GenerationConfig.for_model(UnifiedVLM.from_pretrained(tmp_path / "plain")) == GenerationConfig()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not valid JSON"),
+    ('["cfg_scale"]', "expected a mapping"),
+    ('{"cfg_scale": 5, "top_p": 0.8}', r"unknown keys \['top_p'\]"),
+    ('{"image_top_p": "high"}', "image_top_p must be a number"),
+    ('{"cfg_scale": [1, 2]}', "cfg_scale must be one number"),
+])
+def test_a_malformed_file_is_refused_naming_it(saved, content, message):
+    (saved / "generation_config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        UnifiedVLM.from_pretrained(saved)
+    assert "generation_config.json" in str(error.value)
+
+
+def test_a_value_generation_cannot_use_names_the_file(saved):
+    (saved / "generation_config.json").write_text('{"image_top_p": 1.5}')
+    model = UnifiedVLM.from_pretrained(saved)
+    with pytest.raises(ValueError, match="generation_config.json.*image_top_p"):
+        GenerationConfig.for_model(model)
+
+
+def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
+    assert sampling_sweep.parse_setting("cfg=5,top_p=0.8") == {"cfg_scale": 5.0, "image_top_p": 0.8}
+    assert sampling_sweep.parse_setting("top_k=10") == {"image_top_k": 10}
+    for text, message in (("cfg", "not one of"), ("topp=0.8", "not one of"), ("top_k=ten", "takes a number"),
+                          ("top_p=1.5", "image_top_p")):
+        with pytest.raises(ValueError, match=message):
+            sampling_sweep.parse_setting(text)
+    with pytest.raises(SystemExit):
+        sampling_sweep.parse_args(["--model", "m", "--setting", "cfg=-1"])
+
+
+@pytest.mark.slow
+def test_the_sweep_prints_a_row_per_setting_and_saves_the_best(saved, tmp_path, capsys):
+    (saved / "generation_config.json").unlink()
+    out = tmp_path / "sweep.json"
+    assert sampling_sweep.main(["--model", str(saved), "--prompts", "1", "--residual-steps", "1", "--batch-size", "6",
+                                "--setting", "cfg=1", "--setting", "cfg=4,top_k=3", "--json", str(out), "--save"]) == 0
+    printed = capsys.readouterr().out
+    assert "| cfg=1 |" in printed and "| cfg=4,top_k=3 |" in printed
+    result = json.loads(out.read_text())
+    assert [row["setting"] for row in result["rows"]] == ["cfg=1", "cfg=4,top_k=3"]
+    best = next(row for row in result["rows"] if row["setting"] == result["best"])
+    assert best["scores"]["overall"] == max(row["scores"]["overall"] for row in result["rows"])
+    written = sampling_defaults.read(saved)
+    assert set(written) == set(sampling_defaults.KEYS)
+    assert written["cfg_scale"] == best["values"]["cfg_scale"]
+    assert UnifiedVLM.from_pretrained(saved).sampling_defaults == written
