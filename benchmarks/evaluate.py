@@ -35,7 +35,7 @@ from benchmarks.evaluation.emoji_classifier import ClassifierConfig, EmojiClassi
 from benchmarks.evaluation.emoji_drawing import emoji_drawing
 from benchmarks.evaluation.steps import steps_consistency
 from benchmarks.evaluation.text import text_perplexities
-from benchmarks.evaluation.understanding import emoji_naming_accuracy, vqa_accuracy
+from benchmarks.evaluation.understanding import accuracy_by_kind, emoji_naming_accuracy, vqa_accuracy
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig
 from vlm.backbone import resolve_dtype
@@ -178,6 +178,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if "vqa" in args.tasks:
         mark = time.time()
         results["vqa_accuracy"], vqa_records = vqa_accuracy(model, settings)
+        results["vqa_by_kind"] = accuracy_by_kind(vqa_records)
         results["vqa_examples"] = vqa_records[:8]
         results["seconds"]["vqa"] = time.time() - mark
 
@@ -275,6 +276,11 @@ def report(results: dict, command: str) -> str:
             parts.append(f"| {split} | {values['top1']:.3f} | {values['top5']:.3f} | {values['drew_image']:.2f} | "
                          f"{values['classifier_top1_on_renders']:.2f} / {values['classifier_top5_on_renders']:.2f} |")
         parts += ["", "![emoji samples, held-out prompts](results/emoji_samples.png)", ""]
+    if "vqa_by_kind" in results:
+        parts += ["## Shapes VQA by kind of answer", "", "| asks for | accuracy | questions | a guess's |",
+                  "|---|---|---|---|",
+                  *[f"| {kind} | {values['accuracy']:.2f} | {values['questions']} | {values['chance']:.2f} |"
+                    for kind, values in results["vqa_by_kind"].items()], ""]
     if "vqa_examples" in results:
         parts += ["## Shapes VQA: example answers", "", "| question | expected | reply | right |", "|---|---|---|---|"]
         for record in results["vqa_examples"]:

@@ -14,7 +14,7 @@ from benchmarks import evaluate
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.emoji_classifier import EmojiClassifier, EmojiNet, augment
 from benchmarks.evaluation.steps import score_reply, sentence_table
-from benchmarks.evaluation.understanding import is_correct
+from benchmarks.evaluation.understanding import CANDIDATES, accuracy_by_kind, answer_kind, is_correct
 from tests.tiny_vlm import perturbed, tiny_model
 from worlds.shapes import random_scene, render
 from worlds.step_drawings import PROCEDURES, step_images
@@ -45,6 +45,15 @@ def test_vqa_answers_are_right_only_with_the_one_expected_word():
     assert not is_correct("It is red.", "It is red or blue.")
     assert is_correct("There are two.", "I count two shapes.")
     assert not is_correct("It is on the left.", "It is at the top.")
+
+
+def test_vqa_accuracy_is_split_by_the_kind_of_answer_beside_a_guess():
+    records = [{"kind": answer_kind(expected)[0], "correct": correct} for expected, correct in
+               [("It is red.", True), ("It is blue.", False), ("It is a circle.", True), ("There are two.", False)]]
+    by_kind = accuracy_by_kind(records)
+    assert set(by_kind) == {"colour", "shape", "count"}  # no position question was asked
+    assert by_kind["colour"] == {"accuracy": 0.5, "questions": 2, "chance": 1 / len(CANDIDATES["colour"])}
+    assert by_kind["shape"]["accuracy"] == 1.0 and by_kind["count"]["accuracy"] == 0.0
 
 
 def test_the_true_step_drawings_are_consistent_and_blank_ones_are_not():
@@ -125,6 +134,9 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     assert (out / "results" / "geneval.png").stat().st_size > 1000
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
+    asked = sum(values["questions"] for values in results["vqa_by_kind"].values())
+    assert asked == results["settings"]["vqa_questions"]
+    assert "## Shapes VQA by kind of answer" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
     assert "Images drawn with CFG 2, code temperature 1.0, top-k 0, top-p 0.9" in text
     assert "geneval_overall" in capsys.readouterr().out

@@ -47,10 +47,22 @@ def vqa_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list
                                                    {"type": "text", "text": question}]}]
                      for image, question, _ in cases]
     answers = replies(model, conversations, text_config(settings), settings.batch_size, "vqa")
-    records = [{"question": question, "expected": expected, "reply": reply.text.strip(),
-                "correct": is_correct(expected, reply.text)}
+    records = [{"question": question, "expected": expected, "kind": answer_kind(expected)[0],
+                "reply": reply.text.strip(), "correct": is_correct(expected, reply.text)}
                for (_, question, expected), reply in zip(cases, answers)]
     return sum(record["correct"] for record in records) / len(records), records
+
+
+def accuracy_by_kind(records: list[dict]) -> dict[str, dict[str, float | int]]:
+    """VQA accuracy per kind of answer (colour, shape, count, position) beside a guess's: one
+    overall number hides which property a model reads from an image and which it guesses."""
+    by_kind: dict[str, dict[str, float | int]] = {}
+    for kind, words in CANDIDATES.items():
+        chosen = [record for record in records if record["kind"] == kind]
+        if chosen:
+            by_kind[kind] = {"accuracy": sum(record["correct"] for record in chosen) / len(chosen),
+                             "questions": len(chosen), "chance": 1 / len(words)}
+    return by_kind
 
 
 def emoji_naming_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list[dict]]:
