@@ -39,8 +39,10 @@ from worlds.shapes_detector import read_scene, scene_key
 logger = logging.getLogger(__name__)
 
 
-def heldout_drawings(count: int, seed: int) -> tuple[list[list[dict]], list[tuple[str, object]]]:
-    """Half shapes scenes, half held-out emoji: conversations and what each image should show."""
+def shapes_and_emoji_drawings(count: int, seed: int, split: str = "heldout"
+                              ) -> tuple[list[list[dict]], list[tuple[str, object]]]:
+    """Half shapes scenes, half emoji of an OpenMoji split (held-out by default): conversations
+    and what each image should show."""
     rng = random.Random(f"residual-head-{seed}")
     conversations, truths = [], []
     for _ in range(count - count // 2):
@@ -50,7 +52,7 @@ def heldout_drawings(count: int, seed: int) -> tuple[list[list[dict]], list[tupl
                               {"role": "assistant", "content": [{"type": "text", "text": "Here it is:"},
                                                                 {"type": "image", "image": render(scene)}]}])
         truths.append(("shapes", scene_key(scene)))
-    emoji = OpenMojiDataset(split="heldout", image_size=64)
+    emoji = OpenMojiDataset(split=split, image_size=64)
     from PIL import Image
 
     for index in rng.sample(range(len(emoji)), count // 2):
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = UnifiedVLM.from_pretrained(args.model).eval()
-    conversations, truths = heldout_drawings(args.images, args.seed)
+    conversations, truths = shapes_and_emoji_drawings(args.images, args.seed)
     quality = quality_table(model, conversations, truths, args.seed)
     timing = timing_table(model, args.repeats, args.cfg_scale)
     print(f"| residual (true codes, {args.images} held-out images) | PSNR (dB) | energy / true | "
