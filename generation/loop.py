@@ -68,6 +68,9 @@ class _Row:
     done: str | None = None
 
 
+RESIDUAL_STREAM = 0x2545F4914F6CDD1D  # mixed into the seed for the residual head's noise (< 2**63)
+
+
 def _gumbel_sample(scores_NV: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """Sample from softmax(scores) with noise drawn on the CPU, so a seed gives the same tokens
     on every device; temperature 0 is argmax."""
@@ -102,6 +105,10 @@ class InterleavedGenerator:
         self.blocked_ids = [processor.image_end_id, processor.image_token_id]
         seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator().manual_seed(seed)
+        # The residual head's noise has a stream of its own, so the codes (and text) drawn for a
+        # seed do not depend on how many residual steps ran: 0, 1 and 8 steps give the same
+        # discrete images, and the evaluation's hybrid and discrete-only scores are paired.
+        self.residual_generator = torch.Generator().manual_seed(seed ^ RESIDUAL_STREAM)
         self.scales = model.image_tokenizer.config.scales
 
     # ----- helpers -----
@@ -286,7 +293,7 @@ class InterleavedGenerator:
         if config.residual_steps > 0:
             self._check_cancel()
             with stage("residual head"):
-                residual = drawing.sample_residual(hidden[:count], config.residual_steps, self.generator,
+                residual = drawing.sample_residual(hidden[:count], config.residual_steps, self.residual_generator,
                                                    hidden[count:] if guided else None,
                                                    config.cfg_scale - 1 if guided else 0.0)
         with stage("decode pixels"):

@@ -149,6 +149,22 @@ def test_cfg_scale_one_is_conditional_only_and_larger_scales_guide(model):
     assert torch.equal(guide(conditional, unconditional, 0.0), conditional)
 
 
+def test_the_residual_noise_has_its_own_stream_so_codes_do_not_depend_on_residual_steps(model):
+    """After a drawn image the main stream is where it would be without residual steps, so the
+    codes drawn next (another row's, the next image's) come from the same numbers."""
+    from generation.loop import InterleavedGenerator
+
+    states, codes = {}, {}
+    for steps in (0, 2):
+        loop = InterleavedGenerator(model, GenerationConfig(seed=3, force_image=True, max_new_tokens=0,
+                                                            residual_steps=steps))
+        replies = collect(loop.stream([CHAT]))
+        states[steps] = loop.generator.get_state()
+        codes[steps] = replies[0].image_tokens[0].codes
+    assert torch.equal(states[0], states[2])
+    assert all(torch.equal(a, b) for a, b in zip(codes[0], codes[2]))
+
+
 def test_zero_residual_steps_is_discrete_only_decoding(model):
     config = GenerationConfig(seed=0, force_image=True, max_new_tokens=0, residual_steps=0)
     reply = generate(model, CHAT, config)[0]
