@@ -5,7 +5,9 @@
 Held-out drawing conversations (shapes scenes and held-out OpenMoji emoji) go through the
 decoder with their true codes (teacher forcing), so every row starts from the same discrete
 image and only the residual differs: none (discrete only), one DDIM step of the head, the
-distilled one-step generator (when the model has one), 8 DDIM steps, and the true residual
+distilled one-step generator (when the model has one), 8 DDIM steps unguided and guided as
+drawings use them (the unconditional conditions come from the same pass with every image
+blind to its prompt, the view of guidance's unconditional rows), and the true residual
 (the tokenizer's own hybrid reconstruction, the ceiling). For each: PSNR against the
 original image, the residual's energy relative to the true one (a sampler that only
 predicts the mean has too little), and the same images scored by the evaluation suite (the
@@ -72,14 +74,16 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def quality_table(model: UnifiedVLM, conversations: list, truths: list, seed: int, batch: int = 8) -> list[dict]:
+def quality_table(model: UnifiedVLM, conversations: list, truths: list, seed: int, batch: int = 8,
+                  cfg_scale: float = 3.0) -> list[dict]:
     tokenizer = model.image_tokenizer
     classifier = EmojiClassifier.load_or_train()
     head = model.residual_head
-    variants = {"0 steps (discrete only)": None, "1 step, undistilled": (1, False)}
+    variants = {"0 steps (discrete only)": None, "1 step, undistilled": (1, False, False)}
     if head.one_step is not None:
-        variants["1 step, distilled (DMD)"] = (1, True)
-    variants |= {"8 steps": (8, False), "true residual (ceiling)": "true"}
+        variants["1 step, distilled (DMD)"] = (1, True, False)
+    variants |= {"8 steps": (8, False, False), f"8 steps, CFG {cfg_scale:g} (as drawings use it)": (8, False, True),
+                 "true residual (ceiling)": "true"}
     decoded: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
     energy: dict[str, list[float]] = {name: [] for name in variants}
     originals = []
@@ -88,6 +92,8 @@ def quality_table(model: UnifiedVLM, conversations: list, truths: list, seed: in
         processed = model.processor(conversations[first:first + batch])
         tokens = tokenizer.encode_pixels(processed.pixels.to(model.device))
         conditions, residuals, indices = teacher_forced_residuals(model, processed, tokens)
+        # Generation guides the head with the unconditional rows' conditions (scale cfg - 1).
+        blind, _, _ = teacher_forced_residuals(model, processed, tokens, blind=True)
         count, positions, channels = residuals.shape
         side = int(positions ** 0.5)
         codes = [code[indices] for code in tokens.codes]
@@ -98,9 +104,10 @@ def quality_table(model: UnifiedVLM, conversations: list, truths: list, seed: in
             elif how == "true":
                 sampled = residuals
             else:
-                steps, distilled = how
-                sampled = head.sample(conditions.flatten(0, 1), steps, generator, distilled=distilled).view(
-                    count, positions, channels)
+                steps, distilled, guided = how
+                sampled = head.sample(conditions.flatten(0, 1), steps, generator, distilled=distilled,
+                                      unconditional_NC=blind.flatten(0, 1) if guided else None,
+                                      guidance_scale=cfg_scale - 1 if guided else 0.0).view(count, positions, channels)
             energy[name].append(float((sampled ** 2).sum() / (residuals ** 2).sum().clamp(min=1e-12)))
             latent = sampled.view(count, side, side, channels).permute(0, 3, 1, 2)
             decoded[name].append(tokenizer.decode(HybridTokens(codes, latent)).cpu())
@@ -179,14 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
     parser.add_argument("--images", type=int, default=64, help="held-out images (half shapes, half emoji)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median) after a warm-up")
-    parser.add_argument("--cfg-scale", type=float, default=3.0, help="CFG scale of the timed generations")
+    parser.add_argument("--cfg-scale", type=float, default=3.0,
+                        help="CFG scale of the guided head row and of the timed generations")
     parser.add_argument("--seed", type=int, default=0, help="seed for the images and the residual noise")
     parser.add_argument("--json", type=Path, default=None, help="also write the tables here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = UnifiedVLM.from_pretrained(args.model).eval()
     conversations, truths = shapes_and_emoji_drawings(args.images, args.seed)
-    quality = quality_table(model, conversations, truths, args.seed)
+    quality = quality_table(model, conversations, truths, args.seed, cfg_scale=args.cfg_scale)
     timing = timing_table(model, args.repeats, args.cfg_scale)
     print(f"| residual (true codes, {args.images} held-out images) | PSNR (dB) | energy / true | "
           "shapes read exactly | emoji top-1 |\n|---|---|---|---|---|")

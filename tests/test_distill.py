@@ -100,3 +100,30 @@ def test_the_command_writes_a_loadable_model_and_never_overwrites_the_input(tiny
         main(["--model", str(model_dir), "--data", str(data), "--output", str(model_dir)])
     with pytest.raises(SystemExit, match="not empty"):
         main(["--model", str(model_dir), "--data", str(data), "--output", str(out)])
+
+
+def test_blind_conditions_are_what_the_unconditional_branch_sees(tiny_parts):
+    """The residual head benchmark guides the head as drawings do: its unconditional conditions
+    come from the same pass with every drawn image blind to its prompt (training's condition
+    dropout at probability 1, which draws no random numbers)."""
+    from vlm.teacher_forcing import drop_conditions
+
+    model = perturbed(tiny_model(tiny_parts))
+    batch = model.processor([drawing_chat(), drawing_chat()])
+    seen, residuals, _ = teacher_forced_residuals(model, batch)
+    state = torch.get_rng_state()
+    blind, same_residuals, _ = teacher_forced_residuals(model, batch, blind=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(residuals, same_residuals) and not torch.allclose(seen, blind, atol=1e-4)
+    model.config.condition_dropout = 1.0
+    with torch.no_grad():
+        tokens = model.image_tokenizer.encode_pixels(batch.pixels)
+        embeddings = model.embed(batch, tokens)
+        hidden = model.run_decoder(embeddings, drop_conditions(model, batch, batch.attention_mask(embeddings.dtype),
+                                                                 None), batch.position_ids)
+    last = model.image_tokenizer.config.scales[-1] ** 2
+    layout = batch.images[0]
+    end = layout.start + sum(code.numel() for code in tokens[layout.image_index].codes)
+    expected = model.residual_condition(hidden[layout.sequence_index, end - last:end],
+                                        torch.cat([code.flatten() for code in tokens[0].codes])[-last:])
+    torch.testing.assert_close(blind[0], expected.float(), rtol=0, atol=1e-5)

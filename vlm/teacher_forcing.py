@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 
 def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor,
-                    generator: torch.Generator | None) -> torch.Tensor:
-    """Classifier-free guidance training: some drawn images see nothing before their
+                    generator: torch.Generator | None, probability: float | None = None) -> torch.Tensor:
+    """Classifier-free guidance training: some drawn images (each with `probability`, by
+    default the model's condition dropout; 1.0 blinds them all) see nothing before their
     <|image_start|>, exactly what the unconditional branch sees at inference.
 
     The <|image_start|> itself is cut off from what precedes it too: at inference the
@@ -33,8 +34,9 @@ def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor
     """
     mask = mask.clone()
     minimum = torch.finfo(mask.dtype).min
+    chance = model.config.condition_dropout if probability is None else probability
     for layout in batch.images:
-        if layout.generated and torch.rand((), generator=generator) < model.config.condition_dropout:
+        if layout.generated and (chance >= 1.0 or torch.rand((), generator=generator) < chance):
             length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated)[0])
             mask[layout.sequence_index, 0, layout.start - 1:layout.start + length, :layout.start - 1] = minimum
     return mask
@@ -138,13 +140,17 @@ def drawn_images(batch: ProcessedBatch, tokens: HybridTokens, hidden: torch.Tens
                 image_tokens
 
 
-def teacher_forced_hidden(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None
-                           ) -> tuple[HybridTokens, torch.Tensor]:
-    """The true codes fed, no condition dropout: (tokens, last hidden states)."""
+def teacher_forced_hidden(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None,
+                          blind: bool = False) -> tuple[HybridTokens, torch.Tensor]:
+    """The true codes fed: (tokens, last hidden states). No condition dropout, or with `blind`
+    every drawn image blind to what precedes it (the unconditional branch's view)."""
     if tokens is None:
         tokens = model.image_tokenizer.encode_pixels(batch.pixels.to(model.device))
     embeddings = model.embed(batch, tokens)
-    return tokens, model.run_decoder(embeddings, batch.attention_mask(embeddings.dtype), batch.position_ids)
+    mask = batch.attention_mask(embeddings.dtype)
+    if blind:
+        mask = drop_conditions(model, batch, mask, None, probability=1.0)
+    return tokens, model.run_decoder(embeddings, mask, batch.position_ids)
 
 @torch.no_grad()
 def teacher_forced_code_logits(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None = None
@@ -157,15 +163,16 @@ def teacher_forced_code_logits(model: UnifiedVLM, batch: ProcessedBatch, tokens:
             for _, positions, codes, _ in drawn_images(batch, tokens, hidden)]
 
 @torch.no_grad()
-def teacher_forced_residuals(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None = None
-                             ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def teacher_forced_residuals(model: UnifiedVLM, batch: ProcessedBatch, tokens: HybridTokens | None = None,
+                             blind: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """With every drawn image's true codes fed: the residual head's conditions (n, s*s, hidden),
     the true residuals (n, s*s, C), and each image's index in `batch.pixels`.
 
     What residual-head distillation trains on, and what isolates the head in its benchmark
-    (the decoder's part is fixed by the true codes).
+    (the decoder's part is fixed by the true codes). With `blind`, the conditions of the
+    unconditional branch (each image blind to its prompt), which guided sampling pairs with them.
     """
-    tokens, hidden = teacher_forced_hidden(model, batch, tokens)
+    tokens, hidden = teacher_forced_hidden(model, batch, tokens, blind)
     last = model.image_tokenizer.config.scales[-1] ** 2
     conditions, residuals, indices = [], [], []
     for layout, positions, codes, image_tokens in drawn_images(batch, tokens, hidden):
