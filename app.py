@@ -286,7 +286,8 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
             temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature (0 = greedy)")
             cfg_scale = gr.Slider(1.0, 8.0, value=GenerationConfig.for_model(model).cfg_scale, step=0.5,
                                   label="CFG scale (1 = off)")
-            residual_steps = gr.Slider(0, 8, value=8, step=1, label=residual_label(model))
+            residual_steps = gr.Slider(0, 8, value=GenerationConfig.for_model(model).residual_steps, step=1,
+                                       label=residual_label(model))
             seed = gr.Number(value=-1, precision=0, label="seed (-1 = random)")
             max_images = gr.Slider(0, 8, value=4, step=1, label="max images per answer")
         gr.Examples(EXAMPLES, inputs=[message, upload], label="try")

@@ -61,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg-scale", type=float, default=None,
                         help="CFG scale of every drawn image but the sweep (default: the model's own, from its "
                              "generation_config.json, else 3)")
-    parser.add_argument("--residual-steps", type=int, default=8, help="residual head steps for hybrid images")
+    parser.add_argument("--residual-steps", type=int, default=None,
+                        help="residual head steps for hybrid images (default: the model's own, from its "
+                             "generation_config.json, else 8)")
     parser.add_argument("--image-temperature", type=float, nargs="+", default=None,
                         help="image code sampling temperature: one value, or one per scale (default: the "
                              "model's own, else 1)")
@@ -125,10 +127,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     from chat.session import load_chat_model
 
     settings = EvalSettings.quick() if args.quick else EvalSettings()
-    settings.seed, settings.residual_steps = args.seed, args.residual_steps
+    settings.seed = args.seed
     if args.batch_size:
         settings.batch_size = args.batch_size
     given = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
+    if args.residual_steps is not None:
+        given["residual_steps"] = args.residual_steps
     for name in ("image_temperature", "image_top_k", "image_top_p"):
         values = getattr(args, name)
         if values is not None:
@@ -136,7 +140,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     GenerationConfig(**given)  # a bad value fails here, before the model loads
     model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     sampling = GenerationConfig.for_model(model, **given)  # the model's own defaults where nothing was given
-    for name in ("cfg_scale", "image_temperature", "image_top_k", "image_top_p"):
+    for name in ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps"):
         setattr(settings, name, getattr(sampling, name))
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Which image sampling settings draw best for one model: shapes GenEval (hybrid) per setting.
+"""Which image sampling settings draw best for one model: shapes GenEval per setting.
 
     python -m benchmarks.sampling_sweep --model runs/default_model/model
     python -m benchmarks.sampling_sweep --model M --setting cfg=3 --setting cfg=5,top_p=0.8 --prompts 24
@@ -8,8 +8,9 @@ score best move as a model trains: sweep them per model (every setting draws the
 prompts with the same seeds) and save the winner beside the weights with `--save`, where
 chat, the app and `benchmarks.evaluate` take it as the model's default.
 A setting is comma-separated `key=value` pairs over cfg, top_k, top_p and temperature (the
-image code sampling of `GenerationConfig`); what a setting leaves out keeps the generation
-default (CFG 3, no top-k, no top-p, temperature 1).
+image code sampling of `GenerationConfig`) and residual (the residual head's steps: 0 =
+discrete only, 1 = the distilled head); what a setting leaves out keeps the generation
+default (CFG 3, no top-k, no top-p, temperature 1) and `--residual-steps`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ from vlm.backbone import resolve_dtype
 logger = logging.getLogger(__name__)
 
 # Short names a setting is written with -> GenerationConfig fields.
-KEYS = {"cfg": "cfg_scale", "top_k": "image_top_k", "top_p": "image_top_p", "temperature": "image_temperature"}
+KEYS = {"cfg": "cfg_scale", "top_k": "image_top_k", "top_p": "image_top_p", "temperature": "image_temperature",
+        "residual": "residual_steps"}
+WHOLE_NUMBERS = ("top_k", "residual")
 # Weaker guidance too: on the step-741 default run the evaluation's own CFG sweep (8 prompts per
 # category) scored 0.146 at CFG 1 and 2 against 0.021 at 3.
-DEFAULT_SETTINGS = ("cfg=3", "cfg=1.5", "cfg=2", "cfg=5", "top_p=0.8", "cfg=2,top_p=0.8", "top_k=10")
+# And the residual head off or in one step: on the step-1,600 model its 8-step residual lowered the
+# detector's reads of true-code drawings (benchmarks.residual_head: 0.84 -> 0.69).
+DEFAULT_SETTINGS = ("cfg=3", "cfg=1.5", "cfg=2", "cfg=5", "top_p=0.8", "cfg=2,top_p=0.8", "top_k=10", "residual=0",
+                    "residual=1")
 
 
 def parse_setting(text: str) -> dict[str, float | int]:
@@ -46,7 +52,7 @@ def parse_setting(text: str) -> dict[str, float | int]:
         if not sep or key not in KEYS:
             raise ValueError(f"setting {text!r}: {part.strip()!r} is not one of {', '.join(k + '=...' for k in KEYS)}")
         try:
-            values[KEYS[key]] = int(value) if key == "top_k" else float(value)
+            values[KEYS[key]] = int(value) if key in WHOLE_NUMBERS else float(value)
         except ValueError:
             raise ValueError(f"setting {text!r}: {key} takes a number, got {value!r}") from None
     try:
@@ -66,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"{' '.join(DEFAULT_SETTINGS)})")
     parser.add_argument("--prompts", type=int, default=12,
                         help="GenEval prompts per category and setting (6 categories; 24 is the evaluation's size)")
-    parser.add_argument("--residual-steps", type=int, default=8, help="residual head steps (0 = discrete only)")
+    parser.add_argument("--residual-steps", type=int, default=8,
+                        help="residual head steps of every setting that does not set residual= (0 = discrete only)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed for prompts and sampling, the same for every setting (default 1: other prompts "
                              "than the evaluation's seed 0, so a setting is not chosen on the prompts it is scored on)")
@@ -99,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     for text, values in args.settings:
         started = time.time()
         settings = replace(base, **{key: value for key, value in values.items() if key != "cfg_scale"})
-        scores = geneval.run(model, settings, values.get("cfg_scale", base.cfg_scale), args.residual_steps)
+        scores = geneval.run(model, settings, values.get("cfg_scale", base.cfg_scale),
+                             values.get("residual_steps", args.residual_steps))
         rows.append({"setting": text, "values": values, "scores": scores, "seconds": time.time() - started})
     columns = [*geneval.CATEGORIES, "overall", "drew_image"]
-    print(f"shapes GenEval, hybrid ({args.residual_steps} residual steps), {args.prompts} prompts per category, "
-          f"seed {args.seed}, model {args.model}\n")
+    print(f"shapes GenEval ({args.residual_steps} residual steps unless a setting says), {args.prompts} prompts "
+          f"per category, seed {args.seed}, model {args.model}\n")
     print("| setting | " + " | ".join(columns) + " | s |")
     print("|---" * (len(columns) + 2) + "|")
     for row in rows:
@@ -117,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                                          "residual_steps": args.residual_steps, "rows": rows,
                                          "best": best["setting"]}, indent=2))
     if args.save:
-        chosen = {key: best["values"].get(key, getattr(GenerationConfig, key)) for key in sampling_defaults.KEYS}
+        unset = {key: getattr(GenerationConfig, key) for key in sampling_defaults.KEYS} | {
+            "residual_steps": args.residual_steps}
+        chosen = {key: best["values"].get(key, unset[key]) for key in sampling_defaults.KEYS}
         path = sampling_defaults.write(args.model, chosen)
         print(f"saved {chosen} to {path}")
     return 0

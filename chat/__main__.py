@@ -47,9 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg-scale", type=float, default=None,
                         help="classifier-free guidance for images (1 = off; default: the model's own, from its "
                              "generation_config.json, else 3)")
-    parser.add_argument("--residual-steps", type=int, default=8,
+    parser.add_argument("--residual-steps", type=int, default=None,
                         help="residual head: 0 = discrete-only, 1 = the distilled one-step head (where the model "
-                             "has one), N = N diffusion steps")
+                             "has one), N = N diffusion steps (default: the model's own, from its "
+                             "generation_config.json, else 8)")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")
     parser.add_argument("--preview", choices=["auto", "none", *inline_image.PROTOCOLS], default="auto",
@@ -144,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    given = dict(temperature=args.temperature, residual_steps=args.residual_steps, max_images=args.max_images,
-                 max_new_tokens=args.max_new_tokens, seed=args.seed)
-    if args.cfg_scale is not None:
-        given["cfg_scale"] = args.cfg_scale
+    given = dict(temperature=args.temperature, max_images=args.max_images, max_new_tokens=args.max_new_tokens,
+                 seed=args.seed)
+    for name in ("cfg_scale", "residual_steps"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
     try:  # a bad value fails here, before the model loads
         GenerationConfig(**given)
     except ValueError as error:

@@ -120,7 +120,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     """A quick run on a tiny random model (everything but the emoji task, which renders all of OpenMoji)."""
     model_dir = tmp_path / "model"
     model = perturbed(tiny_model(tiny_parts))
-    model.sampling_defaults = {"cfg_scale": 2.0, "image_top_p": 0.9}  # the model's own, used as no flag says otherwise
+    # the model's own, used as no flag says otherwise
+    model.sampling_defaults = {"cfg_scale": 2.0, "image_top_p": 0.9, "residual_steps": 1}
     model.save_pretrained(model_dir)
     out, report_json = tmp_path / "docs", tmp_path / "results.json"
     evaluate.main(["--model", str(model_dir), "--quick", "--out", str(out), "--json", str(report_json),
@@ -138,5 +139,6 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     assert asked == results["settings"]["vqa_questions"]
     assert "## Shapes VQA by kind of answer" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
+    assert results["settings"]["residual_steps"] == 1
     assert "Images drawn with CFG 2, code temperature 1.0, top-k 0, top-p 0.9" in text
     assert "geneval_overall" in capsys.readouterr().out

@@ -32,6 +32,10 @@ def test_the_defaults_travel_with_the_model_and_what_the_user_sets_wins(saved, t
     assert (config.cfg_scale, config.image_top_p, config.image_top_k) == (5.0, 0.8, GenerationConfig.image_top_k)
     assert GenerationConfig.for_model(model, cfg_scale=2.0, seed=3).cfg_scale == 2.0
     assert ChatSession(model).config.cfg_scale == 5.0
+    # A model whose residual head does not help can ship with it off; a user's setting still wins.
+    model.sampling_defaults = {"residual_steps": 0}
+    assert ChatSession(model).config.residual_steps == 0
+    assert GenerationConfig.for_model(model, residual_steps=8).residual_steps == 8
     # A model without the file draws with GenerationConfig's defaults, and saves no file.
     plain = perturbed(tiny_model(tiny_parts))
     plain.save_pretrained(tmp_path / "plain")
@@ -45,6 +49,9 @@ def test_the_defaults_travel_with_the_model_and_what_the_user_sets_wins(saved, t
     ('{"cfg_scale": 5, "top_p": 0.8}', r"unknown keys \['top_p'\]"),
     ('{"image_top_p": "high"}', "image_top_p must be a number"),
     ('{"cfg_scale": [1, 2]}', "cfg_scale must be one number"),
+    ('{"residual_steps": 1.5}', "residual_steps must be a whole number"),
+    ('{"residual_steps": -1}', "residual_steps must be a whole number"),
+    ('{"residual_steps": true}', "residual_steps must be a whole number"),
 ])
 def test_a_malformed_file_is_refused_naming_it(saved, content, message):
     (saved / "generation_config.json").write_text(content)
@@ -63,8 +70,10 @@ def test_a_value_generation_cannot_use_names_the_file(saved):
 def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
     assert sampling_sweep.parse_setting("cfg=5,top_p=0.8") == {"cfg_scale": 5.0, "image_top_p": 0.8}
     assert sampling_sweep.parse_setting("top_k=10") == {"image_top_k": 10}
+    assert sampling_sweep.parse_setting("cfg=2,residual=0") == {"cfg_scale": 2.0, "residual_steps": 0}
     for text, message in (("cfg", "not one of"), ("topp=0.8", "not one of"), ("top_k=ten", "takes a number"),
-                          ("top_p=1.5", "image_top_p")):
+                          ("top_p=1.5", "image_top_p"), ("residual=1.5", "takes a number"),
+                          ("residual=-1", "residual_steps")):
         with pytest.raises(ValueError, match=message):
             sampling_sweep.parse_setting(text)
     with pytest.raises(SystemExit):
@@ -77,6 +86,7 @@ def test_the_sweep_prints_a_row_per_setting_and_saves_the_best(saved, tmp_path, 
     out = tmp_path / "sweep.json"
     assert sampling_sweep.main(["--model", str(saved), "--prompts", "1", "--residual-steps", "1", "--batch-size", "6",
                                 "--setting", "cfg=1", "--setting", "cfg=4,top_k=3", "--json", str(out), "--save"]) == 0
+    # A setting without residual= draws with --residual-steps, and that is what is saved for it.
     printed = capsys.readouterr().out
     assert "| cfg=1 |" in printed and "| cfg=4,top_k=3 |" in printed
     result = json.loads(out.read_text())
@@ -85,5 +95,5 @@ def test_the_sweep_prints_a_row_per_setting_and_saves_the_best(saved, tmp_path, 
     assert best["scores"]["overall"] == max(row["scores"]["overall"] for row in result["rows"])
     written = sampling_defaults.read(saved)
     assert set(written) == set(sampling_defaults.KEYS)
-    assert written["cfg_scale"] == best["values"]["cfg_scale"]
+    assert written["cfg_scale"] == best["values"]["cfg_scale"] and written["residual_steps"] == 1
     assert UnifiedVLM.from_pretrained(saved).sampling_defaults == written

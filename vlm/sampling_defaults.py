@@ -1,7 +1,8 @@
 """A model's own image sampling defaults: `generation_config.json` beside its weights.
 
 Which CFG scale and code sampling draw best depends on the model (a half-trained one draws
-cleaner shapes from its more likely codes), so a model folder may carry the settings
+cleaner shapes from its more likely codes), and so does whether its residual head helps (a
+head that adds noise is better left off: `residual_steps` 0), so a model folder may carry the settings
 `benchmarks.sampling_sweep --save` measured best for it, as a Hugging Face model carries its
 generation config. Chat, the app and `benchmarks.evaluate` start from them; a setting the
 user gives wins. Only the image sampling keys are kept here: text sampling, reply lengths
@@ -19,7 +20,7 @@ from pathlib import Path
 from vlm.tokenizer import CheckpointError
 
 FILE_NAME = "generation_config.json"
-KEYS = ("cfg_scale", "image_temperature", "image_top_k", "image_top_p")
+KEYS = ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps")
 
 
 def _is_number(value: object) -> bool:
@@ -33,6 +34,9 @@ def check(values: object, source: str) -> dict:
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise CheckpointError(f"{source}: unknown keys {unknown}; known keys are {list(KEYS)}")
+    steps = values.get("residual_steps", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise CheckpointError(f"{source}: residual_steps must be a whole number >= 0, got {steps!r}")
     for key, value in values.items():
         per_scale = isinstance(value, Sequence) and not isinstance(value, str)
         if not (_is_number(value) or (per_scale and value and all(_is_number(item) for item in value))):
