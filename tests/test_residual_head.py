@@ -95,3 +95,18 @@ def test_guided_branches_run_in_one_call_and_keep_their_roles():
     torch.testing.assert_close(guided, alone, rtol=1e-5, atol=1e-6)
     plain = head.sample(condition, 4, torch.Generator().manual_seed(3))
     assert not torch.allclose(guided, plain, rtol=1e-3, atol=1e-3)  # the conditional rows did not leak in
+
+
+def test_the_energy_score_rewards_the_true_distribution_not_only_its_mean():
+    from benchmarks.residual_head import energy_score
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(4000, 8, generator=generator)
+    exact = energy_score(truth, truth, truth)
+    assert float(exact.abs().max()) == 0  # two samples equal to the truth score 0
+    calibrated = energy_score(torch.randn(4000, 8, generator=generator), torch.randn(4000, 8, generator=generator),
+                              truth).mean()
+    mean_only = energy_score(torch.zeros(4000, 8), torch.zeros(4000, 8), truth).mean()
+    too_wide = energy_score(3 * torch.randn(4000, 8, generator=generator),
+                            3 * torch.randn(4000, 8, generator=generator), truth).mean()
+    assert calibrated < mean_only and calibrated < too_wide

@@ -41,3 +41,4 @@ def test_bad_sizes_are_refused_before_any_model_loads(capsys):
     with pytest.raises(SystemExit):
         main(["--valid-images", "1"])
     assert "--valid-images must be >= 2" in capsys.readouterr().err
+
