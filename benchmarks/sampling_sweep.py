@@ -38,8 +38,8 @@ KEYS = {"cfg": "cfg_scale", "top_k": "image_top_k", "top_p": "image_top_p", "tem
 WHOLE_NUMBERS = ("top_k", "residual")
 # Weaker guidance too: on the step-741 default run the evaluation's own CFG sweep (8 prompts per
 # category) scored 0.146 at CFG 1 and 2 against 0.021 at 3.
-# And the residual head off or in one step: on the step-1,600 model its 8-step residual lowered the
-# detector's reads of true-code drawings (benchmarks.residual_head: 0.84 -> 0.69).
+# And the residual head off or in one step: on the step-1,600 model its residual loses ~2 dB PSNR on
+# true-code drawings (benchmarks.residual_head), and whether that costs the detector reads is unsettled.
 DEFAULT_SETTINGS = ("cfg=3", "cfg=1.5", "cfg=2", "cfg=5", "top_p=0.8", "cfg=2,top_p=0.8", "top_k=10", "residual=0",
                     "residual=1")
 
