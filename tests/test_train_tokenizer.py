@@ -138,6 +138,8 @@ def test_freezing_the_encoder_trains_the_decoder_and_keeps_every_code(image_fold
     images = sorted(image_folder.glob("*.png")) + [extra / "plain.png"]
     a, b = before.encode(images), after.encode(images)
     assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes)) and torch.equal(a.residual, b.residual)
+    assert after.fingerprint() == before.fingerprint()  # models trained on `before` load with `after`
+    assert after.legacy_fingerprint() != before.legacy_fingerprint()
 
 
 def test_freezing_needs_a_trained_tokenizer(image_folder, tiny_config_file, tmp_path):

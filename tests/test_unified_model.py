@@ -184,6 +184,40 @@ def test_loading_refuses_a_model_paired_with_another_image_tokenizer(tiny_parts,
         UnifiedVLM.from_pretrained(tmp_path / "model")
 
 
+def test_a_retrained_decoder_keeps_the_model_valid_but_a_changed_encoder_does_not(tiny_parts, tmp_path):
+    """The fingerprint covers what gives codes their meaning (config, encoder, quantizer), not the
+    decoder, which only turns latents into pixels (training.train_tokenizer --freeze-encoder)."""
+    from vlm.tokenizer import CheckpointError, HybridTokenizer
+
+    model = tiny_model(tiny_parts)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer_dir = tmp_path / "model" / "image_tokenizer"
+    tokenizer = HybridTokenizer.from_pretrained(tokenizer_dir)
+    with torch.no_grad():
+        next(tokenizer.decoder.parameters()).add_(0.5)
+    tokenizer.save_pretrained(tokenizer_dir)
+    loaded = UnifiedVLM.from_pretrained(tmp_path / "model")
+    assert torch.equal(next(loaded.image_tokenizer.decoder.parameters()), next(tokenizer.decoder.parameters()))
+    with torch.no_grad():
+        next(tokenizer.encoder.parameters()).add_(0.5)
+    tokenizer.save_pretrained(tokenizer_dir)
+    with pytest.raises(CheckpointError, match="trained on image tokenizer"):
+        UnifiedVLM.from_pretrained(tmp_path / "model")
+
+
+def test_a_model_saved_with_the_legacy_fingerprint_still_loads(tiny_parts, tmp_path):
+    import json
+
+    model = tiny_model(tiny_parts)
+    model.save_pretrained(tmp_path / "model")
+    config_path = tmp_path / "model" / "vlm_config.json"
+    config = json.loads(config_path.read_text())
+    legacy = model.image_tokenizer.legacy_fingerprint()
+    assert legacy != config["image_tokenizer_fingerprint"]
+    config_path.write_text(json.dumps({**config, "image_tokenizer_fingerprint": legacy}))
+    UnifiedVLM.from_pretrained(tmp_path / "model")
+
+
 def test_every_saved_config_key_is_a_field_and_unknown_keys_are_named(tiny_parts, tmp_path):
     import json
     from dataclasses import fields

@@ -29,7 +29,8 @@ BUDGET_BYTES = 60 * 2**20
 
 
 def packaged_twin(folder: Path) -> str | None:
-    """The name of the packaged tokenizer with this one's config and weights (its fingerprint), if any."""
+    """The name of the packaged tokenizer whose codes are this one's (same fingerprint: config, encoder
+    and quantizer; its decoder may have been retrained since), if any."""
     ours = HybridTokenizer.from_pretrained(folder).fingerprint()
     for name, path in PACKAGED_TOKENIZERS.items():
         if (path / "config.json").is_file() and HybridTokenizer.from_pretrained(path).fingerprint() == ours:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -243,15 +243,28 @@ class HybridTokenizer(nn.Module):
         return self.quantizer.scale_inputs([item.to(self.device) for item in codes])
 
     def fingerprint(self) -> str:
-        """A short hash of the config and every weight: the codes a model was trained on.
+        """A short hash of the config and every weight but the decoder's: what gives the codes and
+        residuals their meaning to a model trained on them.
 
         A chat model that names a tokenizer instead of carrying a copy records this, so it is
-        never silently paired with a different one (every code would mean something else).
+        never silently paired with a different one (every code would mean something else). The
+        decoder is left out because it only turns latents into pixels: a decoder fine-tuned with
+        the encoder frozen (`training.train_tokenizer --freeze-encoder`) keeps the fingerprint,
+        and every model trained on the tokenizer draws with the better decoder.
         """
+        return self._hash(lambda name: not name.startswith("decoder."))
+
+    def legacy_fingerprint(self) -> str:
+        """The hash that models saved by earlier versions recorded (config and every weight, the
+        decoder's included); UnifiedVLM.from_pretrained still accepts it."""
+        return self._hash(lambda name: True)
+
+    def _hash(self, keep: Callable[[str], bool]) -> str:
         digest = hashlib.sha256(self.config.to_json().encode())
         for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+            if keep(name):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
         return digest.hexdigest()[:16]
 
     def save_pretrained(self, directory: str | Path) -> None:

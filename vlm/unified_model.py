@@ -384,7 +384,8 @@ class UnifiedVLM(nn.Module):
             tokenizer_dir = PACKAGED_TOKENIZERS[config.image_tokenizer]
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         expected_fingerprint = config.image_tokenizer_fingerprint
-        if expected_fingerprint is not None and model.image_tokenizer.fingerprint() != expected_fingerprint:
+        if expected_fingerprint is not None and expected_fingerprint not in (
+                model.image_tokenizer.fingerprint(), model.image_tokenizer.legacy_fingerprint()):
             raise CheckpointError(
                 f"'{directory}' was trained on image tokenizer {expected_fingerprint}, but the tokenizer it names "
                 f"('{config.image_tokenizer}') is {model.image_tokenizer.fingerprint()}: its "
