@@ -39,6 +39,24 @@ def test_a_shipped_model_loads_from_the_target_and_predicts_the_same(trained, tm
     assert not target.with_name("model.new").exists() and not target.with_name("model.old").exists()
 
 
+def test_a_model_saved_with_the_legacy_fingerprint_ships_with_the_codes_fingerprint(trained, tmp_path):
+    import json
+
+    model, folder = trained
+    config_path = folder / "vlm_config.json"
+    saved = config_path.read_text()
+    config = json.loads(saved)
+    legacy = model.image_tokenizer.legacy_fingerprint()
+    config_path.write_text(json.dumps({**config, "image_tokenizer_fingerprint": legacy}))
+    target = tmp_path / "pretrained" / "model"
+    try:
+        assert ship_default.main([str(folder), "--target", str(target), "--dtype", "float32"]) == 0
+    finally:
+        config_path.write_text(saved)
+    shipped = json.loads((target / "vlm_config.json").read_text())
+    assert shipped["image_tokenizer_fingerprint"] == model.image_tokenizer.fingerprint()
+
+
 def test_over_budget_or_unloadable_models_leave_the_default_as_it_was(trained, tmp_path, monkeypatch, capsys):
     _, folder = trained
     target = tmp_path / "pretrained" / "model"

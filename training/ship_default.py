@@ -57,17 +57,20 @@ def main(argv: list[str] | None = None) -> int:
                              "them, and loading casts them back; float32 keeps them bit for bit. The image layers "
                              "(image embedder and heads, ~7 MB) stay float32")
     args = parser.parse_args(argv)
-    UnifiedVLM.from_pretrained(args.model)  # refuse anything that does not load
+    model = UnifiedVLM.from_pretrained(args.model)  # refuse anything that does not load
     staging = args.target.with_name(args.target.name + ".new")
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(args.model, staging)
-    twin = packaged_twin(args.model / IMAGE_TOKENIZER_DIR)
+    config = json.loads((staging / CONFIG_NAME).read_text())
+    twin = packaged_twin(args.model / IMAGE_TOKENIZER_DIR) if (args.model / IMAGE_TOKENIZER_DIR).is_dir() else None
     if twin is not None:
         shutil.rmtree(staging / IMAGE_TOKENIZER_DIR)
-        config = json.loads((staging / CONFIG_NAME).read_text())
         config["image_tokenizer"] = twin
-        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    # Models saved by earlier versions record the all-weights hash; the shipped one records the
+    # codes' hash, so a retrained decoder (train_tokenizer --freeze-encoder) keeps it loading.
+    config["image_tokenizer_fingerprint"] = model.image_tokenizer.fingerprint()
+    (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     if args.dtype == "float16":
         for name in (ADAPTER_NAME, BACKBONE_WEIGHTS_NAME):
             if (staging / name).is_file():
