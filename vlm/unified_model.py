@@ -384,11 +384,13 @@ class UnifiedVLM(nn.Module):
             tokenizer_dir = PACKAGED_TOKENIZERS[config.image_tokenizer]
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         expected_fingerprint = config.image_tokenizer_fingerprint
-        if expected_fingerprint is not None and expected_fingerprint not in (
-                model.image_tokenizer.fingerprint(), model.image_tokenizer.legacy_fingerprint()):
+        actual_fingerprint = model.image_tokenizer.fingerprint()
+        # The all-weights hash of older saves is computed only when the codes' hash does not match.
+        if expected_fingerprint not in (None, actual_fingerprint) and (
+                expected_fingerprint != model.image_tokenizer.legacy_fingerprint()):
             raise CheckpointError(
                 f"'{directory}' was trained on image tokenizer {expected_fingerprint}, but the tokenizer it names "
-                f"('{config.image_tokenizer}') is {model.image_tokenizer.fingerprint()}: its "
+                f"('{config.image_tokenizer}') is {actual_fingerprint}: its "
                 "codes mean something else to this model. Use the tokenizer it was trained with, or retrain it")
         if len(model.processor) != config.vocab_size:
             raise CheckpointError(f"'{directory}' was saved with {config.vocab_size} tokens, but backbone "
