@@ -91,6 +91,20 @@ def test_a_model_on_a_packaged_tokenizer_names_it_instead_of_copying_it(trained,
         UnifiedVLM.from_pretrained(target)
 
 
+def test_a_model_naming_the_old_default_tokenizer_still_loads_it(trained, tiny_parts, tmp_path, monkeypatch):
+    """Models saved while the cosine tokenizer was the default name it "default"; now that
+    tokenizer512 is the default, that name still means the cosine one (cosine4096)."""
+    model, folder = trained
+    monkeypatch.setitem(PACKAGED_TOKENIZERS, "cosine4096", tiny_parts[1])
+    target = tmp_path / "pretrained" / "model"
+    assert ship_default.main([str(folder), "--target", str(target), "--dtype", "float32"]) == 0
+    config = json.loads((target / "vlm_config.json").read_text())
+    assert config["image_tokenizer"] == "cosine4096"
+    (target / "vlm_config.json").write_text(json.dumps({**config, "image_tokenizer": "default"}))
+    shipped = UnifiedVLM.from_pretrained(target)
+    assert shipped.image_tokenizer.fingerprint() == model.image_tokenizer.fingerprint()
+
+
 def test_fp16_storage_halves_the_adapter_and_predicts_nearly_the_same(trained, tmp_path):
     """The default stores the adapter in fp16: half the bytes, the image layers untouched, and the
     loaded model's losses within fp16 rounding of the trained one's."""

@@ -2,11 +2,12 @@
 
     python -m training.ship_default runs/default_model/model
 
-Copies the model's files, replacing its copy of the image tokenizer by a reference when it
-is a tokenizer shipped in the package bit for bit (the default one or tokenizer512; saves 9-18 MB
-in the repository), stores the adapter (or fine-tuned backbone) weights in fp16 unless told
-otherwise (every shipped file stays in git history; a rank-64 adapter is 78 MB in fp32, 39 MB in
-fp16, and loading casts it back to the model's dtype), and refuses a result over the 60 MB budget.
+Copies the model's files, replacing its copy of the image tokenizer by a reference when its
+codes are those of a tokenizer shipped in the package (same fingerprint: tokenizer512, the default,
+or cosine4096; saves 9-18 MB in the repository, and the model draws with the packaged decoder),
+stores the adapter (or fine-tuned backbone) weights in fp16 unless told otherwise (every shipped
+file stays in git history; a rank-64 adapter is 78 MB in fp32, 39 MB in fp16, and loading casts it
+back to the model's dtype), and refuses a result over the 60 MB budget.
 """
 
 from __future__ import annotations

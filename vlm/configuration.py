@@ -56,7 +56,7 @@ class UnifiedVLMConfig:
     # What the weights were saved with, written by save_pretrained and checked by from_pretrained
     # (None: not saved yet). `image_tokenizer` is the folder inside the model that holds its
     # tokenizer, or the name of a tokenizer shipped in the package (vlm.tokenizer.PACKAGED_TOKENIZERS:
-    # "default", "tokenizer512"), which must have the saved fingerprint.
+    # "tokenizer512", "cosine4096"), which must have the saved fingerprint.
     vocab_size: int | None = None
     image_tokenizer: str = IMAGE_TOKENIZER_DIR
     image_tokenizer_fingerprint: str | None = None

@@ -29,11 +29,21 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-DEFAULT_TOKENIZER_PATH = Path(__file__).resolve().parent / "pretrained" / "tokenizer"
-# Tokenizers shipped in the package, by the name a model's config may give instead of carrying a copy:
-# "default" is the one loaded when no path is given; "tokenizer512" the learnable-codes tokenizer.
-PACKAGED_TOKENIZERS = {"default": DEFAULT_TOKENIZER_PATH,
-                       "tokenizer512": DEFAULT_TOKENIZER_PATH.parent / "tokenizer512"}
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+# Tokenizers shipped in the package, by the name a model's config may give instead of carrying a copy.
+# "tokenizer512" (512 codes, squared-L2 look-up: codes a decoder model can learn) is the default: the
+# one loaded when no path is given, and the one the default chat model draws with. "cosine4096" (the
+# folder `pretrained/tokenizer`) is the first tokenizer, cosine look-up over 4096 codes, kept for the
+# models trained on it.
+PACKAGED_TOKENIZERS = {"tokenizer512": PRETRAINED_DIR / "tokenizer512", "cosine4096": PRETRAINED_DIR / "tokenizer"}
+DEFAULT_TOKENIZER_PATH = PACKAGED_TOKENIZERS["tokenizer512"]
+# Names earlier versions wrote into model configs: "default" was the cosine tokenizer while it was the default.
+LEGACY_TOKENIZER_NAMES = {"default": "cosine4096"}
+
+
+def packaged_tokenizer(name: str) -> Path | None:
+    """The folder of the tokenizer shipped in the package under `name` (or a legacy name), else None."""
+    return PACKAGED_TOKENIZERS.get(LEGACY_TOKENIZER_NAMES.get(name, name))
 
 
 class CheckpointError(ValueError):

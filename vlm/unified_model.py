@@ -32,7 +32,7 @@ from vlm.lean_decoder import lean_decoder_forward, runs_lean
 from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
 from vlm.residual_head import ResidualDiffusionHead
 from vlm.teacher_forcing import drop_conditions, teacher_forced_losses
-from vlm.tokenizer import PACKAGED_TOKENIZERS, CheckpointError, HybridTokenizer, HybridTokens
+from vlm.tokenizer import PACKAGED_TOKENIZERS, CheckpointError, HybridTokenizer, HybridTokens, packaged_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -378,10 +378,10 @@ class UnifiedVLM(nn.Module):
         tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
             # A model may name a tokenizer shipped in the package instead of carrying a copy (the default model does).
-            if config.image_tokenizer not in PACKAGED_TOKENIZERS:
+            tokenizer_dir = packaged_tokenizer(config.image_tokenizer)
+            if tokenizer_dir is None:
                 raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder and names no packaged "
                                       f"tokenizer ({', '.join(PACKAGED_TOKENIZERS)}): '{config.image_tokenizer}'")
-            tokenizer_dir = PACKAGED_TOKENIZERS[config.image_tokenizer]
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         expected_fingerprint = config.image_tokenizer_fingerprint
         actual_fingerprint = model.image_tokenizer.fingerprint()
