@@ -5,10 +5,11 @@ r"""Train the hybrid image tokenizer (recipe: set up, train, checkpoint, save).
     # the learnable-codes tokenizer: L2 look-up, 512 codes (k-means initialised), with renders and photos:
     python -m training.train_tokenizer --init vlm/pretrained/tokenizer --config training/configs/tokenizer_l2.json \
         --renders 20000 --photos 20000 --output-dir runs/tokenizer_l2 --steps 6000
-    # adapt only the decoder to more images; codes and the fingerprint stay the same, so trained models stay valid:
+    # adapt only the decoder to more images; codes and the fingerprint stay the same, so trained models
+    # stay valid (the default tokenizer's decoder is this run):
     python -m training.train_tokenizer --init vlm/pretrained/tokenizer512 --freeze-encoder \
         --renders 20000 --photos 20000 --extra-data data/default/images/steps \
-        --output-dir runs/tokenizer_decoder --steps 600
+        --output-dir runs/tokenizer_decoder --steps 6000 --batch-size 16 --warmup-steps 100
     # the same flags as the keys of a YAML/JSON file (flags override it):
     python -m training.train_tokenizer --run-config my_run.yaml --steps 8000
 
