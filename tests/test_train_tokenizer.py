@@ -142,6 +142,35 @@ def test_freezing_the_encoder_trains_the_decoder_and_keeps_every_code(image_fold
     assert after.legacy_fingerprint() != before.legacy_fingerprint()
 
 
+def test_a_frozen_encoder_may_get_a_deeper_decoder_but_keeps_every_code(image_folder, tiny_config_file, tmp_path):
+    start = tmp_path / "start"
+    run_training(image_folder, tiny_config_file, start, 3)
+    before = HybridTokenizer.from_pretrained(start / "tokenizer")
+    deeper = tmp_path / "deeper.json"
+    blocks = [count + 1 for count in before.config.decoder_blocks]
+    deeper.write_text(json.dumps({**json.loads(before.config.to_json()), "decoder_res_blocks_per_level": blocks}))
+    run_training(image_folder, deeper, tmp_path / "tuned", 4, "--init", str(start / "tokenizer"), "--freeze-encoder")
+    after = HybridTokenizer.from_pretrained(tmp_path / "tuned" / "tokenizer")
+    assert list(after.config.decoder_blocks) == blocks
+    assert sum(p.numel() for p in after.decoder.parameters()) > sum(p.numel() for p in before.decoder.parameters())
+    images = sorted(image_folder.glob("*.png"))
+    a, b = before.encode(images), after.encode(images)
+    assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes)) and torch.equal(a.residual, b.residual)
+    assert after.fingerprint() == before.fingerprint()
+
+
+def test_a_frozen_encoder_refuses_a_config_that_changes_the_codes(image_folder, tiny_config_file, tmp_path):
+    start = tmp_path / "start"
+    run_training(image_folder, tiny_config_file, start, 3)
+    config = json.loads(HybridTokenizer.from_pretrained(start / "tokenizer").config.to_json())
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps({**config, "lookup": "cosine" if config["lookup"] == "l2" else "l2"}))
+    with pytest.raises(ValueError, match="may only deepen the decoder"):
+        run_training(image_folder, changed, tmp_path / "tuned", 2, "--init", str(start / "tokenizer"),
+                     "--freeze-encoder")
+    assert not (tmp_path / "tuned" / "tokenizer").exists()
+
+
 def test_freezing_needs_a_trained_tokenizer(image_folder, tiny_config_file, tmp_path):
     with pytest.raises(ValueError, match="give that tokenizer with --init"):
         run_training(image_folder, tiny_config_file, tmp_path / "run", 2, "--freeze-encoder")

@@ -109,7 +109,8 @@ HELP = {
             "(new blocks start as the identity) or change its look-up, padding or codebook size",
     "freeze_encoder": "train the decoder only: the encoder, quantizer and codebook stay as --init left them, "
                       "so codes and residuals are unchanged and a model trained on this tokenizer stays "
-                      "valid; use it to adapt the decoder to new images (needs --init)",
+                      "valid; use it to adapt the decoder to new images (needs --init); with --config, that config "
+                      "may only deepen the decoder (decoder_res_blocks_per_level)",
     "image_size": "override the config's image size (e.g. 256 on a GPU); the last scale must still fit",
     "steps": "total optimizer steps of the run",
     "batch_size": "images per step on each process",
@@ -268,8 +269,13 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--init brings its own image size; drop --image-size when fine-tuning")
         model = HybridTokenizer.from_pretrained(args.init)
         if args.config is not None:
-            before = model.config
+            before, fingerprint = model.config, model.fingerprint()
             model = model.grown(TokenizerConfig.from_dict(json.loads(args.config.read_text())))
+            # Only a deeper decoder leaves what images encode to untouched.
+            if args.freeze_encoder and model.fingerprint() != fingerprint:
+                raise ValueError(f"--freeze-encoder keeps the codes: {args.config} may only deepen the decoder "
+                                 "(decoder_res_blocks_per_level), not change the encoder, look-up, padding or "
+                                 "codebook")
             codebook_is_new = (before.codebook_size, before.lookup) != (model.config.codebook_size,
                                                                       model.config.lookup)
         config = model.config
@@ -280,9 +286,6 @@ def main(argv: list[str] | None = None) -> None:
         model = HybridTokenizer(config)
     if args.freeze_encoder and args.init is None:
         raise ValueError("--freeze-encoder keeps a trained encoder fixed: give that tokenizer with --init")
-    if args.freeze_encoder and args.config is not None:
-        raise ValueError("--freeze-encoder cannot grow the model with --config: new encoder blocks would change "
-                         "the codes")
     train_set = build_dataset(args, config.image_size, "train")
     heldout_set = build_dataset(args, config.image_size, "heldout") if args.data == "openmoji" else None
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -258,19 +258,23 @@ class HybridTokenizer(nn.Module):
 
         A chat model that names a tokenizer instead of carrying a copy records this, so it is
         never silently paired with a different one (every code would mean something else). The
-        decoder is left out because it only turns latents into pixels: a decoder fine-tuned with
-        the encoder frozen (`training.train_tokenizer --freeze-encoder`) keeps the fingerprint,
-        and every model trained on the tokenizer draws with the better decoder.
+        decoder is left out because it only turns latents into pixels: a decoder fine-tuned (or
+        deepened, `decoder_res_blocks_per_level`) with the encoder frozen
+        (`training.train_tokenizer --freeze-encoder`) keeps the fingerprint, and every model
+        trained on the tokenizer draws with the better decoder.
         """
-        return self._hash(lambda name: not name.startswith("decoder."))
+        # The decoder's depth is hashed as "mirrors the encoder" whatever it is, so tokenizers
+        # saved before it could change keep their fingerprints.
+        codes_config = replace(self.config, decoder_res_blocks_per_level=None)
+        return self._hash(lambda name: not name.startswith("decoder."), codes_config)
 
     def legacy_fingerprint(self) -> str:
         """The hash that models saved by earlier versions recorded (config and every weight, the
         decoder's included); UnifiedVLM.from_pretrained still accepts it."""
-        return self._hash(lambda name: True)
+        return self._hash(lambda name: True, self.config)
 
-    def _hash(self, keep: Callable[[str], bool]) -> str:
-        digest = hashlib.sha256(self.config.to_json().encode())
+    def _hash(self, keep: Callable[[str], bool], config: TokenizerConfig) -> str:
+        digest = hashlib.sha256(config.to_json().encode())
         for name, tensor in sorted(self.state_dict().items()):
             if keep(name):
                 digest.update(name.encode())
