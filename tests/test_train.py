@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import random
@@ -177,6 +178,24 @@ def test_extra_residual_head_updates_move_only_the_head_and_lower_its_loss():
                                 100, torch.Generator().manual_seed(0), accelerator, 1.0)
     assert mean is not None and loss() < 0.7 * before
     assert torch.equal(other.weight, other_before) and other.weight.grad is None
+
+
+def test_fine_tuning_a_model_with_a_distilled_head_drops_that_head_and_trains_the_multi_step_one(
+        tiny_parts, shapes_data, tmp_path, caplog):
+    # The shipped model carries a one-step generator: head-only updates crashed on its unused
+    # weights, and without them it would ship a generator distilled from a head that moved.
+    train(tiny_parts, shapes_data, tmp_path / "base", "--steps", "1", "--checkpoint-every", "1")
+    base = UnifiedVLM.from_pretrained(tmp_path / "base" / "model")
+    base.residual_head.add_one_step(copy.deepcopy(base.residual_head.denoiser))
+    base.save_pretrained(tmp_path / "distilled")
+    with caplog.at_level("WARNING", logger="training.train"):
+        train(tiny_parts, shapes_data, tmp_path / "tuned", "--init", str(tmp_path / "distilled"), "--steps", "1",
+              "--checkpoint-every", "1", "--residual-head-updates", "2")
+    assert "one-step residual head was dropped" in caplog.text and "distill_residual" in caplog.text
+    tuned = UnifiedVLM.from_pretrained(tmp_path / "tuned" / "model")
+    assert tuned.residual_head.one_step is None and not tuned.config.residual_head.one_step
+    assert not torch.equal(tuned.residual_head.denoiser.output_projection.weight,
+                           base.residual_head.denoiser.output_projection.weight)
 
 
 def test_bad_training_inputs_are_named(tiny_parts, tmp_path):

@@ -217,6 +217,9 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
             model_config.backbone = config.backbone
         return UnifiedVLM.from_backbone(model_config, config.image_tokenizer)
     model = UnifiedVLM.from_pretrained(None if config.init == "default" else config.init, for_training=True)
+    if model.residual_head.drop_one_step():
+        logger.warning("the model's distilled one-step residual head was dropped: it no longer matches the head "
+                       "once training moves it; re-distil after training (python -m training.distill_residual)")
     model.config.condition_dropout = config.condition_dropout
     model.config.image_loss_per = config.image_loss_per
     return model

@@ -123,6 +123,15 @@ class ResidualDiffusionHead(nn.Module):
         self.one_step = generator
         self.config.one_step = True
 
+    def drop_one_step(self) -> bool:
+        """Remove the distilled generator before the head trains on: it was distilled from the head
+        as it was, so it would sample from a stale distribution (re-distil after training).
+        Returns whether there was one."""
+        had_one = self.one_step is not None
+        self.one_step = None
+        self.config.one_step = False
+        return had_one
+
     def x0_from_velocity(self, noisy_NC: torch.Tensor, velocity_NC: torch.Tensor, timesteps_N: torch.Tensor
                          ) -> torch.Tensor:
         alpha_bar = self.alphas_cumprod[timesteps_N][:, None]
