@@ -145,6 +145,17 @@ def test_resuming_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_parts, 
     assert losses(tmp_path / "straight")[2:] == pytest.approx(losses(tmp_path / "resumed")[2:], abs=1e-5)
 
 
+@pytest.mark.slow
+def test_a_run_out_of_time_before_its_first_log_row_saves_and_resumes(tiny_parts, shapes_data, tmp_path):
+    out = tmp_path / "run"  # it crashed drawing the loss curve of a log.csv not yet written
+    train(tiny_parts, shapes_data, out, "--steps", "3", "--log-every", "10", "--stop-after-minutes", "0")
+    assert load_state(out / "checkpoint")["step"] == 1 and (out / "model" / "vlm_config.json").is_file()
+    assert not (out / "log.csv").exists()
+    train(tiny_parts, shapes_data, out, "--steps", "3", "--log-every", "10")
+    assert [row["step"] for row in csv.DictReader((out / "log.csv").open())] == ["3"]
+    assert (out / "loss_curve.png").is_file()
+
+
 def test_a_resumed_run_takes_the_peak_learning_rates_of_its_own_config(tiny_parts, shapes_data, tmp_path, caplog):
     common = ["--warmup-steps", "10", "--checkpoint-every", "1", "--image-layers-learning-rate", "2e-2"]
     train(tiny_parts, shapes_data, tmp_path / "run", "--steps", "1", "--learning-rate", "1e-2", *common)

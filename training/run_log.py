@@ -73,7 +73,10 @@ def log_loss_figure(panels: int, width: float):
 
 
 def write_loss_curve(log_path: Path, out: Path) -> None:
-    """The losses and the per-scale image losses of log.csv against the step (loss_curve.png)."""
+    """The losses and the per-scale image losses of log.csv against the step (loss_curve.png);
+    nothing when no row was logged yet (a run stopped by --stop-after-minutes before --log-every steps)."""
+    if not log_path.is_file():
+        return
     _, rows = read_log(log_path)
     if not rows:
         return
