@@ -3,6 +3,7 @@ and the tokenizer's training data and benchmark pieces."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from tests.conftest import tiny_tokenizer_config
 from training.codebook_kmeans import kmeans_codebook, lloyd, nearest
 from vlm.tokenizer import HybridTokenizer, TokenizerConfig
-from worlds.image_sets import PhotoCrops, SyntheticRenders, stack_pixels
+from worlds.image_sets import PhotoCrops, SyntheticRenders, photo_paths, stack_pixels
 
 
 def test_l2_lookup_picks_one_code_for_every_zero_rest(tiny_tokenizer):
@@ -117,6 +118,18 @@ def test_photo_crops_are_seeded_and_split_by_photo():
     assert not torch.equal(train[0]["pixels"], heldout[0]["pixels"])
     with pytest.raises(ValueError, match="split"):
         PhotoCrops("test", 4)
+
+
+def test_photo_splits_hold_distinct_photographs():
+    # Byte-identical copies ship in the wheels (gradio's cheetah1.jpg and cheetah1-copy.jpg): a
+    # copy on both sides would score training photos as held-out, and one twice would weigh double.
+    def digests(paths):
+        return [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
+
+    train, heldout = digests(photo_paths("train")), digests(photo_paths("heldout"))
+    assert len(train) == 20 and len(heldout) == 3
+    assert len(set(train)) == len(train) and len(set(heldout)) == len(heldout)
+    assert not set(train) & set(heldout)
 
 
 def test_tokenizer_benchmark_code_statistics_and_thumbnail(tiny_tokenizer):

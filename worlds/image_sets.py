@@ -6,7 +6,7 @@ project's own shapes detector on a quarter of its renders. These datasets fill b
 - `SyntheticRenders`: shapes-world scenes, step-by-step drawings (every prefix of a
   procedure) and blank canvases, exactly what the chat model is trained to draw.
 - `PhotoCrops`: random crops at random scales of the photographs that ship inside
-  installed wheels (scikit-image's sample images, matplotlib's sample data), split by
+  installed wheels (scikit-image's sample images, gradio's and matplotlib's sample data), split by
   source photo so held-out crops come from photos training never saw.
 
 Both are seeded per item: item i is the same image on every machine and every run, so a
@@ -35,22 +35,32 @@ SKIMAGE_TRAIN = ("astronaut.png", "coffee.png", "hubble_deep_field.jpg", "ihc.pn
                  "clock_motion.png", "page.png")
 SKIMAGE_HELDOUT = ("chelsea.png", "rocket.jpg")
 MATPLOTLIB_HELDOUT = ("grace_hopper.jpg",)
+# Six more photographs from gradio's wheel (a dependency of the app), for training only: 14
+# scikit-image pictures taught the decoder those pictures more than photographs in general
+# (a longer decoder run gained on drawings and lost on the held-out photos). Paths are
+# relative to the installed gradio package; cheetah1-copy.jpg is cheetah1.jpg byte for byte.
+GRADIO_TRAIN = ("media_assets/images/cheetah1.jpg", "media_assets/images/cheetah.jpg",
+                "media_assets/images/groot.jpeg", "media_assets/images/lion.jpg",
+                "media_assets/images/tower.jpg", "test_data/cheetah2.jpg")
 PHOTO_SPLITS = ("train", "heldout")
 
 
 def photo_paths(split: str) -> list[Path]:
-    """The bundled photographs of a split, from the installed scikit-image and matplotlib wheels."""
+    """The bundled photographs of a split, from the installed scikit-image, gradio and matplotlib wheels."""
     if split not in PHOTO_SPLITS:
         raise ValueError(f"split must be one of {PHOTO_SPLITS}, got {split!r}")
     try:
         import skimage.data
     except ImportError as error:
         raise ImportError("photographs for the tokenizer come from scikit-image: pip install scikit-image") from error
+    import gradio
     import matplotlib
 
     skimage_dir = Path(skimage.data.__file__).parent
     paths = [skimage_dir / name for name in (SKIMAGE_TRAIN if split == "train" else SKIMAGE_HELDOUT)]
-    if split == "heldout":
+    if split == "train":
+        paths += [Path(gradio.__file__).parent / name for name in GRADIO_TRAIN]
+    else:
         paths += [Path(matplotlib.get_data_path()) / "sample_data" / name for name in MATPLOTLIB_HELDOUT]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
