@@ -16,6 +16,7 @@ in `OpenMojiDataset`'s form (`pixels`, `name`, `hexcode`); `stack_pixels` stacks
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from pathlib import Path
 
@@ -53,13 +54,16 @@ def photo_paths(split: str) -> list[Path]:
         import skimage.data
     except ImportError as error:
         raise ImportError("photographs for the tokenizer come from scikit-image: pip install scikit-image") from error
-    import gradio
     import matplotlib
 
     skimage_dir = Path(skimage.data.__file__).parent
     paths = [skimage_dir / name for name in (SKIMAGE_TRAIN if split == "train" else SKIMAGE_HELDOUT)]
     if split == "train":
-        paths += [Path(gradio.__file__).parent / name for name in GRADIO_TRAIN]
+        # Found, not imported: importing gradio takes seconds and the folder is all that is needed.
+        gradio = importlib.util.find_spec("gradio")
+        if gradio is None or not gradio.submodule_search_locations:
+            raise ImportError("six of the tokenizer's training photographs come from gradio: pip install gradio")
+        paths += [Path(gradio.submodule_search_locations[0]) / name for name in GRADIO_TRAIN]
     else:
         paths += [Path(matplotlib.get_data_path()) / "sample_data" / name for name in MATPLOTLIB_HELDOUT]
     missing = [str(path) for path in paths if not path.is_file()]
