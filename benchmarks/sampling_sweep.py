@@ -10,7 +10,10 @@ chat, the app and `benchmarks.evaluate` take it as the model's default.
 A setting is comma-separated `key=value` pairs over cfg, top_k, top_p and temperature (the
 image code sampling of `GenerationConfig`) and residual (the residual head's steps: 0 =
 discrete only, 1 = the distilled head); what a setting leaves out keeps the generation
-default (CFG 3, no top-k, no top-p, temperature 1) and `--residual-steps`.
+default (CFG 3, no top-k, no top-p, temperature 1) and `--residual-steps`. Temperature, top_k
+and top_p also take one value per scale, coarsest first, joined by '/' (e.g.
+`temperature=1/1/1/1/0.5/0.5` samples the two finest scales, where outlines live, nearer their
+most likely codes, and leaves the layout to the coarse scales' full distribution).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 KEYS = {"cfg": "cfg_scale", "top_k": "image_top_k", "top_p": "image_top_p", "temperature": "image_temperature",
         "residual": "residual_steps"}
 WHOLE_NUMBERS = ("top_k", "residual")
+PER_SCALE = ("top_k", "top_p", "temperature")
 # Weaker guidance too: on the step-741 default run the evaluation's own CFG sweep (8 prompts per
 # category) scored 0.146 at CFG 1 and 2 against 0.021 at 3.
 # And the residual head off or in one step: on the step-1,600 model its residual loses ~2 dB PSNR on
@@ -44,17 +48,23 @@ DEFAULT_SETTINGS = ("cfg=3", "cfg=1.5", "cfg=2", "cfg=5", "top_p=0.8", "cfg=2,to
                     "residual=1")
 
 
-def parse_setting(text: str) -> dict[str, float | int]:
-    """'cfg=5,top_p=0.8' -> {'cfg_scale': 5.0, 'image_top_p': 0.8}, checked by GenerationConfig."""
-    values: dict[str, float | int] = {}
+def parse_setting(text: str) -> dict[str, float | int | tuple]:
+    """'cfg=5,top_p=0.8' -> {'cfg_scale': 5.0, 'image_top_p': 0.8}, checked by GenerationConfig;
+    'temperature=1/1/0.5' -> {'image_temperature': (1.0, 1.0, 0.5)} (one value per scale)."""
+    values: dict[str, float | int | tuple] = {}
     for part in text.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep or key not in KEYS:
             raise ValueError(f"setting {text!r}: {part.strip()!r} is not one of {', '.join(k + '=...' for k in KEYS)}")
+        if "/" in value and key not in PER_SCALE:
+            raise ValueError(f"setting {text!r}: {key} takes one number, not one per scale ({value!r})")
+        kind = int if key in WHOLE_NUMBERS else float
         try:
-            values[KEYS[key]] = int(value) if key in WHOLE_NUMBERS else float(value)
+            numbers = tuple(kind(item) for item in value.split("/"))
         except ValueError:
-            raise ValueError(f"setting {text!r}: {key} takes a number, got {value!r}") from None
+            raise ValueError(f"setting {text!r}: {key} takes a number (or {'/'.join(['N'] * 3)}... one per "
+                             f"scale), got {value!r}") from None
+        values[KEYS[key]] = numbers if len(numbers) > 1 else numbers[0]
     try:
         GenerationConfig(**values)
     except ValueError as error:
@@ -99,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     from chat.session import load_chat_model
 
     model = load_chat_model(str(args.model), resolve_dtype(args.dtype), args.int8)
+    scales = len(model.image_tokenizer.config.scales)
+    for text, values in args.settings:  # checked before anything is drawn, not at the setting's turn
+        wrong = [key for key, value in values.items() if isinstance(value, tuple) and len(value) != scales]
+        if wrong:
+            raise SystemExit(f"setting {text!r}: {', '.join(wrong)} has a value per scale, but the model's "
+                             f"image tokenizer has {scales} scales ({model.image_tokenizer.config.scales})")
     base = EvalSettings(seed=args.seed, batch_size=args.batch_size, geneval_prompts=args.prompts,
                         cfg_scale=GenerationConfig.cfg_scale, image_temperature=GenerationConfig.image_temperature,
                         image_top_k=GenerationConfig.image_top_k, image_top_p=GenerationConfig.image_top_p)

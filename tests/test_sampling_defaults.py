@@ -71,13 +71,26 @@ def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
     assert sampling_sweep.parse_setting("cfg=5,top_p=0.8") == {"cfg_scale": 5.0, "image_top_p": 0.8}
     assert sampling_sweep.parse_setting("top_k=10") == {"image_top_k": 10}
     assert sampling_sweep.parse_setting("cfg=2,residual=0") == {"cfg_scale": 2.0, "residual_steps": 0}
+    # One value per scale, coarsest first.
+    assert sampling_sweep.parse_setting("cfg=5,temperature=1/1/0.5") == {"cfg_scale": 5.0,
+                                                                        "image_temperature": (1.0, 1.0, 0.5)}
+    assert sampling_sweep.parse_setting("top_k=0/0/10") == {"image_top_k": (0, 0, 10)}
     for text, message in (("cfg", "not one of"), ("topp=0.8", "not one of"), ("top_k=ten", "takes a number"),
                           ("top_p=1.5", "image_top_p"), ("residual=1.5", "takes a number"),
-                          ("residual=-1", "residual_steps")):
+                          ("residual=-1", "residual_steps"), ("cfg=3/5", "one number, not one per scale"),
+                          ("temperature=1//0.5", "takes a number"), ("top_p=1/0.8/0", "image_top_p"),
+                          ("top_k=0/2.5", "takes a number")):
         with pytest.raises(ValueError, match=message):
             sampling_sweep.parse_setting(text)
     with pytest.raises(SystemExit):
         sampling_sweep.parse_args(["--model", "m", "--setting", "cfg=-1"])
+
+
+def test_a_per_scale_setting_must_have_one_value_per_scale_of_the_model(saved, tiny_parts):
+    scales = len(UnifiedVLM.from_pretrained(saved).image_tokenizer.config.scales)
+    short = "/".join(["0.5"] * (scales - 1))
+    with pytest.raises(SystemExit, match=f"temperature has a value per scale, but .* has {scales} scales"):
+        sampling_sweep.main(["--model", str(saved), "--setting", "cfg=3", "--setting", f"temperature={short}"])
 
 
 @pytest.mark.slow
