@@ -62,8 +62,8 @@ def parse_setting(text: str) -> dict[str, float | int | tuple]:
         try:
             numbers = tuple(kind(item) for item in value.split("/"))
         except ValueError:
-            raise ValueError(f"setting {text!r}: {key} takes a number (or {'/'.join(['N'] * 3)}... one per "
-                             f"scale), got {value!r}") from None
+            raise ValueError(f"setting {text!r}: {key} takes a number (or N/N/... one per scale), "
+                             f"got {value!r}") from None
         values[KEYS[key]] = numbers if len(numbers) > 1 else numbers[0]
     try:
         GenerationConfig(**values)

@@ -86,7 +86,7 @@ def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
         sampling_sweep.parse_args(["--model", "m", "--setting", "cfg=-1"])
 
 
-def test_a_per_scale_setting_must_have_one_value_per_scale_of_the_model(saved, tiny_parts):
+def test_a_per_scale_setting_must_have_one_value_per_scale_of_the_model(saved):
     scales = len(UnifiedVLM.from_pretrained(saved).image_tokenizer.config.scales)
     short = "/".join(["0.5"] * (scales - 1))
     with pytest.raises(SystemExit, match=f"temperature has a value per scale, but .* has {scales} scales"):
