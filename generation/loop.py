@@ -49,6 +49,9 @@ from vlm.unified_model import UnifiedVLM
 logger = logging.getLogger(__name__)
 
 LogitsHook = Callable[[str, torch.Tensor], None]
+# (the batch's row indices being drawn, scale index, the sampled (rows, s, s) codes) -> the codes to
+# keep: lets a benchmark hold some scales at known codes and see what the model draws from them.
+CodeHook = Callable[[list[int], int, torch.Tensor], torch.Tensor]
 
 
 class Cancelled(Exception):
@@ -86,8 +89,10 @@ class InterleavedGenerator:
     """Streams `Event`s for one request. Use `stream_generate` unless you need the object."""
 
     def __init__(self, model: UnifiedVLM, config: GenerationConfig, cancel: threading.Event | None = None,
-                 logits_hook: LogitsHook | None = None, timer: StageTimer | None = None):
+                 logits_hook: LogitsHook | None = None, timer: StageTimer | None = None,
+                 code_hook: CodeHook | None = None):
         self.model = model
+        self.code_hook = code_hook
         self.timer = timer
         self.config = config
         self.cancel = cancel
@@ -127,6 +132,16 @@ class InterleavedGenerator:
     def _hook(self, kind: str, logits: torch.Tensor) -> None:
         if self.logits_hook is not None:
             self.logits_hook(kind, logits.detach())
+
+    def _hooked_codes(self, indices: list[int], scale_index: int, codes: torch.Tensor) -> torch.Tensor:
+        kept = self.code_hook(indices, scale_index, codes)
+        if kept.shape != codes.shape or kept.dtype != codes.dtype:
+            raise ValueError(f"code_hook returned {tuple(kept.shape)} {kept.dtype} codes for scale {scale_index}; "
+                             f"the loop sampled {tuple(codes.shape)} {codes.dtype}")
+        size = self.model.image_tokenizer.config.codebook_size
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= size):
+            raise ValueError(f"code_hook returned codes outside 0..{size - 1} for scale {scale_index}")
+        return kept.to(codes.device)
 
     def _text_embeddings(self, token_id: int, count: int) -> torch.Tensor:
         ids = torch.full((count, 1), token_id, dtype=torch.long, device=self.model.device)
@@ -281,7 +296,10 @@ class InterleavedGenerator:
                         logits.flatten(0, 1), temperature,
                         int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
                         for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
-                    drawing.add(_gumbel_sample(scores, temperature, self.generator).view(count, size, size))
+                    codes = _gumbel_sample(scores, temperature, self.generator).view(count, size, size)
+                    if self.code_hook is not None:
+                        codes = self._hooked_codes(indices, scale_index, codes)
+                    drawing.add(codes)
                 if config.previews:
                     with stage("previews"):
                         previews = tensor_to_pil(drawing.discrete_pixels())
@@ -320,10 +338,11 @@ class InterleavedGenerator:
 
 def stream_generate(model: UnifiedVLM, conversation: list | Sequence[list], config: GenerationConfig | None = None,
                     cancel: threading.Event | None = None, logits_hook: LogitsHook | None = None,
-                    timer: StageTimer | None = None) -> Iterator[Event]:
+                    timer: StageTimer | None = None, code_hook: CodeHook | None = None) -> Iterator[Event]:
     """Stream the reply (or `config.num_sequences` replies) to one conversation, or replies to a
     list of conversations. Set `cancel` from another thread to stop within one forward; pass a
-    `timer` to have the loop's stages timed."""
+    `timer` to have the loop's stages timed, a `code_hook` to replace sampled image codes
+    (benchmarks.scale_forcing holds the coarse scales at an image's true codes with it)."""
     config = config or GenerationConfig()
     if conversation and isinstance(conversation[0], dict):
         conversations = [conversation] * config.num_sequences
@@ -333,4 +352,4 @@ def stream_generate(model: UnifiedVLM, conversation: list | Sequence[list], conf
             raise ConversationError("num_sequences applies to one conversation; pass one, or repeat it yourself")
     if not conversations or not all(conversations):
         raise ConversationError("nothing to answer: the conversation is empty")
-    yield from InterleavedGenerator(model, config, cancel, logits_hook, timer).stream(conversations)
+    yield from InterleavedGenerator(model, config, cancel, logits_hook, timer, code_hook).stream(conversations)
