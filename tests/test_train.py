@@ -86,6 +86,21 @@ def test_builders_write_valid_data_with_images(shapes_data, tmp_path):
     assert (again / "steps.jsonl").read_text() == (tmp_path / "steps.jsonl").read_text()  # seeded
 
 
+def test_single_shape_drawings_show_the_one_shape_their_prompt_asks_for(tmp_path):
+    from worlds.shapes import SHAPES
+    from worlds.shapes_detector import detect
+
+    build_main(["singles", "--out", str(tmp_path), "--count", "6", "--seed", "1"])
+    conversations = load_jsonl(tmp_path / "singles.jsonl")
+    assert len(conversations) == 6
+    for request, reply in conversations:
+        prompt = request["content"][0]["text"]
+        image = Image.open(tmp_path / reply["content"][1]["path"])
+        found = detect(image)
+        assert len(found) == 1 and found[0].kind in prompt and [kind for kind in SHAPES if kind in prompt] == \
+            [found[0].kind], prompt
+
+
 def test_each_step_image_adds_to_the_drawing():
     for procedure in PROCEDURES.values():
         images = step_images(procedure(random.Random(0)))

@@ -32,3 +32,18 @@ def shapes_conversations(rng: random.Random, count: int, image_size: int = 64) -
             for question, answer in pairs[1:]:
                 messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
             yield messages
+
+
+def single_shape_drawings(rng: random.Random, count: int, image_size: int = 64) -> Iterator[list[dict]]:
+    """Requests to draw one shape, in every phrasing.
+
+    A one-shape render is fixed by its prompt (kind, colour, size, place: 360 images), and its
+    outline lives in the finest scale's 64 codes, each place a different pattern on the latent
+    grid. In the shapes mix they are 16% of conversations, and a model that had seen each ~5
+    times drew the asked kind in 2 of 24 (docs/default_model, "Where the shape is lost").
+    """
+    for _ in range(count):
+        scene = random_scene(rng, 1)
+        yield [{"role": "user", "content": drawing_prompt(scene, rng)},
+               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+                                                 {"type": "image", "image": render(scene, image_size)}]}]
