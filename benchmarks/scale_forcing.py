@@ -31,12 +31,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from benchmarks.evaluation.common import first_image
+from benchmarks.evaluation.common import first_image, replies
 from benchmarks.evaluation.geneval import check, prompt_for
 from chat.quiet import add_dtype_flag
-from generation import GenerationConfig, collect, stream_generate
+from generation import GenerationConfig
 from vlm.backbone import resolve_dtype
 from vlm.image_io import images_to_tensor, tensor_to_pil
 from vlm.quantizer import RunningSum
@@ -76,20 +75,13 @@ def drawn(model: UnifiedVLM, cases: list[list[Shape]], codes: list[torch.Tensor]
           config: GenerationConfig, batch_size: int) -> list[Image.Image | None]:
     """The model's drawing for each scene (None where it drew none) with its first `keep` scales
     held at the true codes."""
-    images = []
-    for first in tqdm(range(0, len(cases), batch_size), desc=f"k={keep}", leave=False):
-        batch = cases[first:first + batch_size]
+    def hold(rows: list[int], scale_index: int, sampled: torch.Tensor) -> torch.Tensor:
+        if scale_index >= keep:
+            return sampled
+        return codes[scale_index][rows].to(sampled.device, sampled.dtype)
 
-        def hold(rows: list[int], scale_index: int, sampled: torch.Tensor, first: int = first) -> torch.Tensor:
-            if scale_index >= keep:
-                return sampled
-            return codes[scale_index][[first + row for row in rows]].to(sampled.device, sampled.dtype)
-
-        conversations = [[{"role": "user", "content": prompt_for(scene)}] for scene in batch]
-        seeded = replace(config, seed=None if config.seed is None else config.seed + first)
-        images += [first_image(reply) for reply in collect(stream_generate(model, conversations, seeded,
-                                                                           code_hook=hold))]
-    return images
+    conversations = [[{"role": "user", "content": prompt_for(scene)}] for scene in cases]
+    return [first_image(reply) for reply in replies(model, conversations, config, batch_size, f"k={keep}", hold)]
 
 
 def scores(cases: list[list[Shape]], images: list[Image.Image | None]) -> tuple[float, float]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from generation.config import GenerationConfig
 from generation.events import Done, Event, ImageFinished, TextDelta
-from generation.loop import stream_generate
+from generation.loop import CodeHook, stream_generate
 from vlm.messages import Message
 from vlm.tokenizer import HybridTokens
 from vlm.unified_model import UnifiedVLM
@@ -49,6 +49,6 @@ def collect(events: Iterable[Event]) -> list[Reply]:
 
 
 def generate(model: UnifiedVLM, conversation: list | Sequence[list], config: GenerationConfig | None = None,
-             cancel: threading.Event | None = None) -> list[Reply]:
-    """The whole replies at once (see `stream_generate` for streaming)."""
-    return collect(stream_generate(model, conversation, config, cancel))
+             cancel: threading.Event | None = None, code_hook: CodeHook | None = None) -> list[Reply]:
+    """The whole replies at once (see `stream_generate` for streaming and `code_hook`)."""
+    return collect(stream_generate(model, conversation, config, cancel, code_hook=code_hook))

@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from generation import GenerationConfig, generate
 from generation.config import PerScale
+from generation.loop import CodeHook
 from generation.reply import Reply
 from vlm.unified_model import UnifiedVLM
 
@@ -58,13 +59,17 @@ def text_config(settings: EvalSettings, max_new_tokens: int = 32) -> GenerationC
 
 
 def replies(model: UnifiedVLM, conversations: list[list[dict]], config: GenerationConfig, batch_size: int,
-            desc: str) -> list[Reply]:
-    """One reply per conversation, in batches (one batched generation run each), seeded per batch."""
+            desc: str, code_hook: CodeHook | None = None) -> list[Reply]:
+    """One reply per conversation, in batches (one batched generation run each), seeded per batch.
+    A `code_hook` (generation.loop) is called with indices into `conversations`, not the batch."""
     out: list[Reply] = []
     for first in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False):
         batch = conversations[first:first + batch_size]
         seeded = replace(config, seed=None if config.seed is None else config.seed + first)
-        out += generate(model, batch, seeded)
+        hook = None if code_hook is None else (
+            lambda rows, scale_index, sampled, first=first: code_hook([first + row for row in rows], scale_index,
+                                                                      sampled))
+        out += generate(model, batch, seeded, code_hook=hook)
     return out
 
 
