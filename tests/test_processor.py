@@ -204,3 +204,32 @@ def test_a_hf_backbone_honours_the_block_mask_with_and_without_a_cache(attention
     assert (torch.cat(pieces, 1) - full).abs().max() < 1e-5
     assert (causal - full).abs().max() > 1e-4  # the block mask really changed something
     assert torch.allclose(causal[:, :3], full[:, :3], atol=1e-6)  # ...and not the text before the block
+
+
+def test_training_skips_only_the_final_block_of_a_drawing_that_ends_its_conversation(processor):
+    ends_with_drawing = [{"role": "user", "content": [{"type": "image", "image": RED},
+                                                      {"type": "text", "text": "Draw it blue."}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": "Here:"},
+                                                           {"type": "image", "image": BLUE}]}]
+    full = processor(ends_with_drawing)
+    lean = processor(ends_with_drawing, skip_unread_final_blocks=True)
+    assert full.input_ids.shape[1] - lean.input_ids.shape[1] == 64
+    (user, drawn) = lean.images
+    assert user.final_block and not drawn.final_block and drawn.generated
+    scale_positions = GENERATED_LENGTH - 64
+    expected = [level for level, size in enumerate(SCALES) for _ in range(size * size)]
+    assert lean.levels[0, drawn.start:drawn.start + scale_positions].tolist() == expected
+    assert lean.input_ids[0, drawn.start + scale_positions] == processor.image_end_id
+    # The same text, the same labels: only the 64 positions are gone.
+    kept = torch.cat([torch.arange(drawn.start + scale_positions),
+                      torch.arange(drawn.start + GENERATED_LENGTH, full.input_ids.shape[1])])
+    assert torch.equal(full.input_ids[0, kept], lean.input_ids[0])
+    assert torch.equal(full.text_labels[0, kept], lean.text_labels[0])
+    # Scale blocks stay visible to their own scale blocks only; what follows cannot see them.
+    mask = lean.attention_mask()[0, 0]
+    end = drawn.start + scale_positions
+    assert (mask[drawn.start + 1, drawn.start] == 0) and (mask[end, drawn.start:end] < 0).all()
+    # A drawing that later text reads keeps its final block; so does every image of a generation prompt.
+    assert all(layout.final_block for layout in processor(image_chat(), skip_unread_final_blocks=True).images)
+    prompt = processor(ends_with_drawing, add_generation_prompt=True, skip_unread_final_blocks=True)
+    assert all(layout.final_block for layout in prompt.images)

@@ -241,3 +241,22 @@ def test_every_saved_config_key_is_a_field_and_unknown_keys_are_named(tiny_parts
     path.write_text(json.dumps({key: value for key, value in saved.items() if key != "vocab_size"}))
     with pytest.raises(CheckpointError, match="no vocab_size"):
         UnifiedVLM.from_pretrained(tmp_path / "model")
+
+
+def test_skipping_an_unread_final_block_leaves_the_image_losses_unchanged(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    full = model.processor(drawing_chat())
+    lean = model.processor(drawing_chat(), skip_unread_final_blocks=True)
+    assert lean.input_ids.shape[1] < full.input_ids.shape[1]
+    outputs = [model(batch, generator=torch.Generator().manual_seed(0), all_logits=False) for batch in (full, lean)]
+    # The scale blocks never saw the final block: the codes' and the residual's losses are the same.
+    for name in ("image", "residual"):
+        torch.testing.assert_close(outputs[1].losses[name], outputs[0].losses[name], rtol=1e-5, atol=1e-5)
+    # Blinding it for classifier-free guidance covers its scale blocks and stops at <|image_end|>.
+    from vlm.teacher_forcing import drop_conditions
+    drawn = lean.images[0]
+    scale_positions = sum(size * size for size in model.image_tokenizer.config.scales)
+    blind = drop_conditions(model, lean, lean.attention_mask(), None, probability=1.0)[0, 0]
+    prompt = slice(0, drawn.start - 1)
+    assert (blind[drawn.start - 1:drawn.start + scale_positions, prompt] < 0).all()
+    assert (blind[drawn.start + scale_positions, prompt] == 0).all()

@@ -229,7 +229,7 @@ def forward_groups(model: UnifiedVLM, conversations: list, config: TrainConfig) 
     """A step's conversations cut into forwards by length (`length_groups`); with a text KL term
     the text-only ones go in forwards of their own, the only ones its reference pass runs on.
     Also returns the text-only conversations' indices."""
-    batch = model.processor(conversations)
+    batch = model.processor(conversations, skip_unread_final_blocks=True)
     lengths = batch.padding_mask.sum(dim=1).tolist()
     if not config.text_kl_weight:
         return length_groups(lengths, config.max_batch_tokens or None), set()
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             generator.manual_seed(config.seed * 1_000_003 + step * 1_009 + slice_index)
             groups, text_only = forward_groups(unwrapped, conversations, config)
             for group_index, group in enumerate(groups):
-                batch = unwrapped.processor([conversations[index] for index in group])
+                batch = unwrapped.processor([conversations[index] for index in group], skip_unread_final_blocks=True)
                 share = len(group) / len(conversations) / config.gradient_accumulation
                 last = micro_step == config.gradient_accumulation - 1 and group_index == len(groups) - 1
                 with nullcontext() if last else accelerator.no_sync(prepared):

@@ -10,14 +10,16 @@ for images the assistant draws (their codes are trained), and
     <|image_start|> [final block] <|image_end|>
 
 for images the user shows, and for every image of a generation prompt's history (the model
-reads earlier images; it only draws new ones). Attention is causal for text and block-causal inside images:
-a position sees every earlier position and every position of its own block, except that an
-image's scale blocks are seen only by its scale blocks. Its final block and everything after
-it read the image through the final block alone, so a drawn image is read exactly like an
-uploaded one, and a later turn (whose history holds final blocks only) sees what training
-showed it. Codes and
-residual targets are not made here: the model encodes the images with its tokenizer and
-fills them in at the scale-block positions this layout names.
+reads earlier images; it only draws new ones). Attention is causal for text and block-causal
+inside images: a position sees every earlier position and every position of its own block,
+except that an image's scale blocks are seen only by its scale blocks. Its final block and
+everything after it read the image through the final block alone, so a drawn image is read
+exactly like an uploaded one, and a later turn (whose history holds final blocks only) sees
+what training showed it. Training leaves out the final block of a drawn image that ends its
+conversation (`skip_unread_final_blocks`): nothing after it but the end of the turn would read
+it, and in the default mix those blocks are ~16% of a step's positions. Codes and residual
+targets are not made here: the model encodes the images with its tokenizer and fills them in
+at the scale-block positions this layout names.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ImageLayout:
     start: int  # first position of its first block (just after <|image_start|>)
     generated: bool  # an assistant image: scale blocks, then the final block
     image_index: int  # index into ProcessedBatch.pixels
+    final_block: bool = True  # False: a drawn image's scale blocks only (nothing after it reads it)
 
 
 @dataclass
@@ -91,17 +94,27 @@ def block_causal_mask(query_blocks: torch.Tensor, key_blocks: torch.Tensor, key_
     return mask[:, None]
 
 
-def image_block_layout(scales: Sequence[int], generated: bool) -> tuple[list[int], list[tuple[float, float]]]:
+def image_block_layout(scales: Sequence[int], generated: bool, final_block: bool = True
+                       ) -> tuple[list[int], list[tuple[float, float]]]:
     """Levels and (row, column) grid centres of an image's positions, block after block."""
+    if not (generated or final_block):
+        raise ValueError("an image the model reads is its final block; it cannot be left out")
     levels, centres = [], []
     blocks = list(enumerate(scales)) if generated else []
-    blocks.append((len(scales), scales[-1]))  # the final block, at the last scale's grid
+    if final_block:
+        blocks.append((len(scales), scales[-1]))  # the final block, at the last scale's grid
     for level, size in blocks:
         for row in range(size):
             for column in range(size):
                 levels.append(level)
                 centres.append(((row + 0.5) / size, (column + 0.5) / size))
     return levels, centres
+
+
+def _ends_with_image(message: dict) -> bool:
+    """Whether an (already checked) message's last part is an image."""
+    content = message["content"]
+    return isinstance(content, list) and bool(content) and content[-1]["type"] == "image"
 
 
 class VLMProcessor:
@@ -161,8 +174,14 @@ class VLMProcessor:
             pieces.append((self._render(plain, add_generation_prompt=True)[len(full):], False))
         return pieces, images, generated
 
-    def __call__(self, conversations: list | Sequence[list], add_generation_prompt: bool = False) -> ProcessedBatch:
-        """One conversation or a batch of them -> ProcessedBatch."""
+    def __call__(self, conversations: list | Sequence[list], add_generation_prompt: bool = False,
+                 skip_unread_final_blocks: bool = False) -> ProcessedBatch:
+        """One conversation or a batch of them -> ProcessedBatch.
+
+        `skip_unread_final_blocks` (training): a drawn image that is the last part of its
+        conversation gets no final block. Its codes are trained exactly as before (scale blocks
+        never see the final block); only the end-of-turn token after it loses sight of the image.
+        """
         if conversations and isinstance(conversations[0], dict):
             conversations = [conversations]
         if not conversations:
@@ -172,16 +191,19 @@ class VLMProcessor:
             if not isinstance(conversation, list) or not conversation:
                 raise ConversationError(f"conversation {sequence_index} is empty or not a list of messages")
             pieces, images, generated = self._pieces(conversation, add_generation_prompt)
+            final_blocks = [True] * len(images)
+            if skip_unread_final_blocks and generated and generated[-1] and _ends_with_image(conversation[-1]):
+                final_blocks[-1] = False
             row = {"ids": [], "labels": [], "blocks": [], "levels": [], "grid": [], "until": []}
-            image_iter = iter(zip(images, generated))
+            image_iter = iter(zip(images, generated, final_blocks))
             for text, is_reply in pieces:
                 for chunk_index, chunk in enumerate(text.split(IMAGE_SLOT)):
                     if chunk_index > 0:
-                        source, is_generated = next(image_iter)
+                        source, is_generated, final_block = next(image_iter)
                         layouts.append(ImageLayout(sequence_index, len(row["ids"]), is_generated,
-                                                   len(all_images)))
+                                                   len(all_images), final_block))
                         all_images.append(source)
-                        self._append_image(row, is_generated)
+                        self._append_image(row, is_generated, final_block)
                     ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"] if chunk else []
                     labels = [IGNORE_INDEX] * len(ids)
                     if is_reply:
@@ -202,8 +224,8 @@ class VLMProcessor:
         row["grid"] += [(0.0, 0.0)] * len(ids)
         row["until"] += [NO_LIMIT] * len(ids)
 
-    def _append_image(self, row: dict, generated: bool) -> None:
-        levels, centres = image_block_layout(self.scales, generated)
+    def _append_image(self, row: dict, generated: bool, final_block: bool = True) -> None:
+        levels, centres = image_block_layout(self.scales, generated, final_block)
         first_block = row["blocks"][-1] + 1 if row["blocks"] else 0
         level_to_block = {level: first_block + order for order, level in enumerate(dict.fromkeys(levels))}
         row["ids"] += [self.image_token_id] * len(levels)
@@ -211,7 +233,7 @@ class VLMProcessor:
         row["blocks"] += [level_to_block[level] for level in levels]
         row["levels"] += levels
         row["grid"] += centres
-        last_scale_block = level_to_block[len(self.scales)] - 1
+        last_scale_block = first_block + len(self.scales) - 1
         row["until"] += [last_scale_block if level < len(self.scales) else NO_LIMIT for level in levels]
 
     def _collate(self, rows: list[dict], pixels: torch.Tensor, layouts: list[ImageLayout]) -> ProcessedBatch:

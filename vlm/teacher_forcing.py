@@ -37,7 +37,8 @@ def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor
     chance = model.config.condition_dropout if probability is None else probability
     for layout in batch.images:
         if layout.generated and (chance >= 1.0 or torch.rand((), generator=generator) < chance):
-            length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated)[0])
+            length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated,
+                                            layout.final_block)[0])
             mask[layout.sequence_index, 0, layout.start - 1:layout.start + length, :layout.start - 1] = minimum
     return mask
 

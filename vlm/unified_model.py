@@ -168,7 +168,8 @@ class UnifiedVLM(nn.Module):
             if layout.generated:
                 latents += [scale_input.flatten(2).transpose(1, 2)[0]
                             for scale_input in quantizer.scale_inputs(image_tokens.codes)]
-            latents.append(final.flatten(2).transpose(1, 2)[0])  # (h * w, C), row-major
+            if layout.final_block:
+                latents.append(final.flatten(2).transpose(1, 2)[0])  # (h * w, C), row-major
             content = self.image_embedder.content(torch.cat(latents))
             if layout.generated:
                 content = torch.cat([self.image_embedder.start[None], content])
