@@ -162,14 +162,13 @@ class UnifiedVLM(nn.Module):
         inputs = []
         for layout in batch.images:
             image_tokens = tokens[layout.image_index]
-            discrete = quantizer.codes_to_latent(image_tokens.codes)
-            final = discrete + image_tokens.residual
             latents = []
             if layout.generated:
                 latents += [scale_input.flatten(2).transpose(1, 2)[0]
                             for scale_input in quantizer.scale_inputs(image_tokens.codes)]
-            if layout.final_block:
-                latents.append(final.flatten(2).transpose(1, 2)[0])  # (h * w, C), row-major
+            if layout.final_block:  # the finished latent: discrete sum + residual, (h * w, C), row-major
+                final = quantizer.codes_to_latent(image_tokens.codes) + image_tokens.residual
+                latents.append(final.flatten(2).transpose(1, 2)[0])
             content = self.image_embedder.content(torch.cat(latents))
             if layout.generated:
                 content = torch.cat([self.image_embedder.start[None], content])
