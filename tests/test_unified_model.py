@@ -252,6 +252,13 @@ def test_skipping_an_unread_final_block_leaves_the_image_losses_unchanged(tiny_p
     # The scale blocks never saw the final block: the codes' and the residual's losses are the same.
     for name in ("image", "residual"):
         torch.testing.assert_close(outputs[1].losses[name], outputs[0].losses[name], rtol=1e-5, atol=1e-5)
+    # Nor the residual head's conditions, which residual-head distillation collects from lean batches.
+    from vlm.teacher_forcing import teacher_forced_residuals
+    lean_conditions, lean_residuals, lean_indices = teacher_forced_residuals(model, lean)
+    full_conditions, full_residuals, full_indices = teacher_forced_residuals(model, full)
+    assert lean_indices == full_indices
+    torch.testing.assert_close(lean_conditions, full_conditions, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lean_residuals, full_residuals)
     # Blinding it for classifier-free guidance covers its scale blocks and stops at <|image_end|>.
     from vlm.teacher_forcing import drop_conditions
     drawn = lean.images[0]

@@ -119,7 +119,8 @@ def collect_conditions(model: UnifiedVLM, data: str, images: int, batch_conversa
     conditions, residuals, count = [], [], 0
     progress = tqdm(total=images, desc="collecting conditions")
     for first in range(0, len(drawing), batch_conversations):
-        batch = model.processor(drawing[first:first + batch_conversations])
+        # As in training: a drawing that ends its conversation needs no final block (nothing reads it).
+        batch = model.processor(drawing[first:first + batch_conversations], skip_unread_final_blocks=True)
         condition, residual, _ = teacher_forced_residuals(model, batch)
         conditions.append(condition.cpu())
         residuals.append(residual.cpu())
