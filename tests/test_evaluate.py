@@ -40,6 +40,16 @@ def test_one_case_moves_no_headline_score_by_more_than_005():
     assert 1 / settings.emoji_prompts <= 0.05
 
 
+def test_more_vqa_questions_start_with_the_fewer_ones():
+    """The evaluation's 240 VQA questions begin with the 60 that scored models before them."""
+    from benchmarks.evaluation.understanding import vqa_cases
+    short, long = vqa_cases(0, 60), vqa_cases(0, 240)
+    assert len(long) == 240 and evaluate.EvalSettings().vqa_questions == 240
+    assert [case[1:] for case in long[:60]] == [case[1:] for case in short]
+    assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(long[:60], short))
+    assert vqa_cases(1, 60) != short
+
+
 def test_vqa_answers_are_right_only_with_the_one_expected_word():
     assert is_correct("It is red.", "It is red.")
     assert not is_correct("It is red.", "It is red or blue.")

@@ -36,13 +36,20 @@ def is_correct(expected: str, reply: str) -> bool:
     return said == [key]
 
 
-def vqa_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list[dict]]:
-    rng = random.Random(f"vqa-{settings.seed}")
+def vqa_cases(seed: int, count: int) -> list[tuple]:
+    """(image, question, expected answer) from one seeded stream: a longer run starts with the
+    shorter run's questions, so scores made with fewer questions stay comparable."""
+    rng = random.Random(f"vqa-{seed}")
     cases = []
-    for _ in range(settings.vqa_questions):
+    for _ in range(count):
         scene = random_scene(rng)
         question, answer = rng.choice(questions(scene, rng))
         cases.append((render(scene), question, answer))
+    return cases
+
+
+def vqa_accuracy(model: UnifiedVLM, settings: EvalSettings) -> tuple[float, list[dict]]:
+    cases = vqa_cases(settings.seed, settings.vqa_questions)
     conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
                                                    {"type": "text", "text": question}]}]
                      for image, question, _ in cases]
