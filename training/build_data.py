@@ -46,7 +46,10 @@ BUILDERS = {
 # from step 640 to 1,280 while a quarter of the drawings were emoji (docs/default_model).
 # Single-shape drawings at 6 beside them (2026-12-05): the shipped model was trained on from its
 # predecessor with them at 6, then 12, and GenEval rose from 0.243 to 0.375 (docs/default_model).
-DEFAULT_MIX = {"emoji": (4000, 1.0), "shapes": (4000, 6.0), "singles": (2000, 6.0), "steps": (1000, 1.0),
+# Singles at 12 and steps at 2 (2026-12-05): the weights of the shipped model's last leg (steps
+# consistency had fallen with each singles leg; doubling steps turned it back up), so a run on
+# this mix continues the shipped recipe.
+DEFAULT_MIX = {"emoji": (4000, 1.0), "shapes": (4000, 6.0), "singles": (2000, 12.0), "steps": (1000, 2.0),
                "chats": (1500, 1.0), "edits": (3000, 2.0), "text": (800, 3.0)}
 
 # Held-out conversations per kind for the training's validation losses (`validation/` beside the mix).
