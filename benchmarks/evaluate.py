@@ -46,6 +46,13 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 TASKS = ("geneval", "emoji", "vqa", "steps", "edits", "text")
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="nucleus sampling of image codes: one value, or one per scale (default: the "
                              "model's own, else 1 = off)")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
+    parser.add_argument("--vqa-questions", type=_at_least_one, default=None,
+                        help=f"shapes VQA questions (default {EvalSettings.vqa_questions}); a seed's first N "
+                             "are the same questions whatever N, so a shorter run is the start of a longer one")
     parser.add_argument("--classifier-steps", type=int, default=ClassifierConfig.steps,
                         help="training steps of the emoji classifier (trained once, then cached)")
     return parser.parse_args(argv)
@@ -130,6 +140,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings.seed = args.seed
     if args.batch_size:
         settings.batch_size = args.batch_size
+    if args.vqa_questions:
+        settings.vqa_questions = args.vqa_questions
     given = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
     if args.residual_steps is not None:
         given["residual_steps"] = args.residual_steps
@@ -325,6 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate(args)
     command = "python -m benchmarks.evaluate" + (f" --model {args.model}" if args.model else "") + \
         (" --quick" if args.quick else "")
+    if args.seed:
+        command += f" --seed {args.seed}"
+    if args.vqa_questions:
+        command += f" --vqa-questions {args.vqa_questions}"
     if args.cfg_scale is not None:
         command += f" --cfg-scale {args.cfg_scale:g}"
     for name in ("image_temperature", "image_top_k", "image_top_p"):

@@ -114,6 +114,13 @@ def test_the_emoji_classifier_trains_even_when_its_caller_is_inside_no_grad(tmp_
     assert all(torch.equal(trained.net.state_dict()[key], value) for key, value in cached.net.state_dict().items())
 
 
+def test_a_count_of_vqa_questions_below_one_is_refused_before_loading(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(tmp_path / "no model here"), "--vqa-questions", "0", "--out", str(tmp_path)])
+    assert "--vqa-questions: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
 def test_image_sampling_flags_reach_every_drawing_and_bad_values_fail_before_loading(tmp_path):
     from benchmarks.evaluation.common import EvalSettings, image_config
 
@@ -135,7 +142,7 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     model.save_pretrained(model_dir)
     out, report_json = tmp_path / "docs", tmp_path / "results.json"
     evaluate.main(["--model", str(model_dir), "--quick", "--out", str(out), "--json", str(report_json),
-                   "--tasks", "geneval", "vqa", "steps", "edits", "text"])
+                   "--tasks", "geneval", "vqa", "steps", "edits", "text", "--vqa-questions", "3"])
     results = json.loads(report_json.read_text())
     for key in ("geneval_overall", "geneval_discrete_overall", "vqa_accuracy", "steps_consistency",
                 "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
@@ -146,7 +153,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
     asked = sum(values["questions"] for values in results["vqa_by_kind"].values())
-    assert asked == results["settings"]["vqa_questions"]
+    assert asked == results["settings"]["vqa_questions"] == 3
+    assert "--vqa-questions 3" in text
     assert "## Shapes VQA by kind of answer" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
     assert results["settings"]["residual_steps"] == 1
