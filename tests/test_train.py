@@ -86,19 +86,19 @@ def test_builders_write_valid_data_with_images(shapes_data, tmp_path):
     assert (again / "steps.jsonl").read_text() == (tmp_path / "steps.jsonl").read_text()  # seeded
 
 
-def test_single_shape_drawings_show_the_one_shape_their_prompt_asks_for(tmp_path):
+@pytest.mark.parametrize("kind, shapes", [("singles", 1), ("pairs", 2)])
+def test_shape_drawings_show_exactly_the_shapes_their_prompt_asks_for(tmp_path, kind, shapes):
     from worlds.shapes import SHAPES
     from worlds.shapes_detector import detect
 
-    build_main(["singles", "--out", str(tmp_path), "--count", "6", "--seed", "1"])
-    conversations = load_jsonl(tmp_path / "singles.jsonl")
+    build_main([kind, "--out", str(tmp_path), "--count", "6", "--seed", "1"])
+    conversations = load_jsonl(tmp_path / f"{kind}.jsonl")
     assert len(conversations) == 6
     for request, reply in conversations:
         prompt = request["content"][0]["text"]
-        image = Image.open(tmp_path / reply["content"][1]["path"])
-        found = detect(image)
-        assert len(found) == 1 and found[0].kind in prompt and [kind for kind in SHAPES if kind in prompt] == \
-            [found[0].kind], prompt
+        found = detect(Image.open(tmp_path / reply["content"][1]["path"]))
+        asked = sorted(kind for kind in SHAPES for _ in range(prompt.count(f" {kind}")))
+        assert len(found) == shapes and sorted(shape.kind for shape in found) == asked, prompt
 
 
 def test_each_step_image_adds_to_the_drawing():

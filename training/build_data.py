@@ -4,8 +4,9 @@
     python -m training.build_data default --out data/default      # every kind, and mix.yaml for training
 
 KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
-questions about shape scenes), singles (requests to draw one shape), steps (step-by-step
-drawing instructions), chats (multi-turn chats with an image requested mid-way), edits
+questions about shape scenes), singles (requests to draw one shape), pairs (requests to draw
+two shapes; not in the default mix), steps (step-by-step drawing instructions), chats
+(multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
 bigger/smaller/moved/doubled), text (text-only chats answered by the backbone), or default
 (all of them with the counts and weights of the default model's mix, plus a held-out set of
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from training.builders.chats import chat_conversations
 from training.builders.edits import edit_conversations
 from training.builders.emoji import emoji_conversations
-from training.builders.shapes_chat import shapes_conversations, single_shape_drawings
+from training.builders.shapes_chat import shape_drawings, shapes_conversations
 from training.builders.steps import steps_conversations
 from worlds.conversation_writer import ConversationWriter
 from worlds.text_chats import text_conversations
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 BUILDERS = {
     "emoji": lambda rng, count, args: emoji_conversations(rng, count, args.split, args.image_size),
     "shapes": lambda rng, count, args: shapes_conversations(rng, count, args.image_size),
-    "singles": lambda rng, count, args: single_shape_drawings(rng, count, args.image_size),
+    "singles": lambda rng, count, args: shape_drawings(rng, count, 1, args.image_size),
+    "pairs": lambda rng, count, args: shape_drawings(rng, count, 2, args.image_size),
     "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
     "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
     "edits": lambda rng, count, args: edit_conversations(rng, count, args.image_size, args.split),
@@ -51,6 +53,8 @@ BUILDERS = {
 # this mix continues the shipped recipe.
 DEFAULT_MIX = {"emoji": (4000, 1.0), "shapes": (4000, 6.0), "singles": (2000, 12.0), "steps": (1000, 2.0),
                "chats": (1500, 1.0), "edits": (3000, 2.0), "text": (800, 3.0)}
+# Conversations a build of one kind makes when --count is not given (pairs: outside the default mix).
+BUILD_COUNTS = {kind: count for kind, (count, _) in DEFAULT_MIX.items()} | {"pairs": 2000}
 
 # Held-out conversations per kind for the training's validation losses (`validation/` beside the mix).
 VALIDATION_COUNT = 24
@@ -62,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("kind", choices=[*BUILDERS, "default"], help="what to build (see above)")
     parser.add_argument("--out", type=Path, required=True, help="folder for KIND.jsonl and images/KIND/")
     parser.add_argument("--count", type=int, default=None,
-                        help="conversations to build (default: the default mix's count for that kind)")
+                        help="conversations to build (default: the default mix's count for that kind; 2000 for pairs)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed builds the same data")
     parser.add_argument("--image-size", type=int, default=64, help="side of every image in pixels")
     parser.add_argument("--split", choices=("train", "heldout"), default="train",
@@ -89,9 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     kinds = list(DEFAULT_MIX) if args.kind == "default" else [args.kind]
     sources = []
     for kind in kinds:
-        count = args.count if args.count is not None else DEFAULT_MIX[kind][0]
+        count = args.count if args.count is not None else BUILD_COUNTS[kind]
         path = build(kind, args.out, count, args.seed, args)
-        sources.append({"path": path.name, "weight": DEFAULT_MIX[kind][1]})
+        if args.kind == "default":
+            sources.append({"path": path.name, "weight": DEFAULT_MIX[kind][1]})
     if args.kind == "default":
         mix = args.out / "mix.yaml"
         mix.write_text(yaml.safe_dump({"sources": sources}, sort_keys=False))

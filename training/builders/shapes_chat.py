@@ -34,16 +34,19 @@ def shapes_conversations(rng: random.Random, count: int, image_size: int = 64) -
             yield messages
 
 
-def single_shape_drawings(rng: random.Random, count: int, image_size: int = 64) -> Iterator[list[dict]]:
-    """Requests to draw one shape, in every phrasing.
+def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int = 64) -> Iterator[list[dict]]:
+    """Requests to draw a scene of exactly `shapes` shapes, in every phrasing.
 
     A one-shape render is fixed by its prompt (kind, colour, size, place: 360 images), and its
     outline lives in the finest scale's 64 codes, each place a different pattern on the latent
     grid. In the shapes mix they are 16% of conversations, and a model that had seen each ~5
     times drew the asked kind in 2 of 24 (docs/default_model, "Where the shape is lost").
+    Two-shape scenes are a quarter of the shapes mix's drawings; a model that drew one shape
+    right in 0.6-0.7 of prompts drew both of two in none of 24 (two objects, colour
+    attribution, and so every edit and most step images), hence a source of them alone.
     """
     for _ in range(count):
-        scene = random_scene(rng, 1)
+        scene = random_scene(rng, shapes)
         yield [{"role": "user", "content": drawing_prompt(scene, rng)},
                {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
                                                  {"type": "image", "image": render(scene, image_size)}]}]
