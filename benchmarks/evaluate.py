@@ -5,7 +5,8 @@
 Runs, on the default model (or --model):
 
 - GenEval-style text-to-image on the shapes world (per category, hybrid and discrete-only
-  decoding, and a CFG sweep), scored by the colour-segmentation detector;
+  decoding, and a CFG sweep; and one shape asked for in other words than training's, alone
+  or mid-chat), scored by the colour-segmentation detector;
 - emoji text-to-image, scored top-1/top-5 by an independent emoji classifier;
 - shapes-world VQA, and emoji naming (with the emoji task);
 - step-by-step consistency (does each step's image hold the parts named so far);
@@ -39,6 +40,7 @@ from benchmarks.evaluation.understanding import accuracy_by_kind, emoji_naming_a
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig
 from vlm.backbone import resolve_dtype
+from worlds.shapes import DRAW_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +169,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         sweep_settings = replace(settings, geneval_prompts=settings.cfg_sweep_prompts)
         sweep = {f"{scale:g}": geneval.run(model, sweep_settings, scale, settings.residual_steps)
                  for scale in settings.cfg_sweep}
-        results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep,
+        other_words = geneval.other_words(model, settings, settings.cfg_scale, settings.residual_steps)
+        results["geneval"] = {"hybrid": hybrid, "discrete": discrete, "cfg_sweep": sweep, "other_words": other_words,
                               "ceiling_hybrid": geneval.ceiling(model.image_tokenizer, settings, use_residual=True),
                               "ceiling_discrete": geneval.ceiling(model.image_tokenizer, settings, use_residual=False)}
         results["geneval_overall"] = hybrid["overall"]
         results["geneval_discrete_overall"] = discrete["overall"]
+        results["geneval_other_words"] = other_words["overall"]
         _plot_geneval(results, figures / "geneval.png")
         _grid([image for _, image in samples], [category for category, _ in samples]).save(
             figures / "geneval_samples.png")
@@ -225,6 +229,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 HEADLINE = [
     ("geneval_overall", "shapes GenEval overall, hybrid (detector)"),
     ("geneval_discrete_overall", "shapes GenEval overall, discrete only"),
+    ("geneval_other_words", "one shape asked for in other words than training's, alone or mid-chat (hybrid)"),
     ("emoji_top1", "emoji text-to-image top-1, held-out emoji (classifier)"),
     ("emoji_top5", "emoji text-to-image top-5, held-out emoji"),
     ("emoji_seen_top1", "emoji text-to-image top-1, training-split emoji"),
@@ -263,6 +268,19 @@ def _sampling_line(settings: dict) -> str:
             f"{settings['residual_steps']} residual steps.")
 
 
+def _other_words_lines(results: dict) -> list[str]:
+    values = results["geneval"].get("other_words")
+    if values is None:
+        return []
+    return [f"One shape of the asked kind and colour ({results['settings']['geneval_prompts']} shapes, hybrid), "
+            f"asked for in the training phrasing "
+            f"(`{DRAW_REQUESTS[0]}`, ...; the control) and in other words than the training data's "
+            f"(`{geneval.OTHER_WORDINGS[0]}`, ...), alone (direct) or after a chat opener (mid-chat, "
+            f"`{geneval.CHAT_REQUESTS[0]}`): trained phrasing {values['trained']:.2f}, direct "
+            f"{values['direct']:.2f}, mid-chat {values['mid_chat']:.2f}; drew an image "
+            f"{values['drew_image']:.2f}.", ""]
+
+
 def report(results: dict, command: str) -> str:
     parts = ["# Evaluation results", "",
              f"Model: `{results['model']}`. Made by `{command}` in {results['seconds']['total'] / 60:.1f} min "
@@ -283,7 +301,7 @@ def report(results: dict, command: str) -> str:
                   f"({results['settings'].get('cfg_sweep_prompts', results['settings']['geneval_prompts'])} "
                   "per category and scale in the CFG sweep).", "",
                   *rows, "", "![GenEval by category and CFG sweep](results/geneval.png)", "",
-                  "Samples (hybrid, one per prompt, labelled by category):", "",
+                  *_other_words_lines(results), "Samples (hybrid, one per prompt, labelled by category):", "",
                   "![GenEval samples](results/geneval_samples.png)", ""]
     if "emoji" in results:
         parts += ["## Emoji text-to-image", "", "| emoji | top-1 | top-5 | drew an image | classifier top-1 / top-5 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,6 +29,27 @@ def test_geneval_checks_pass_on_true_renders_and_fail_on_wrong_ones():
     blank = Image.new("RGB", (64, 64), "white")
     assert not any(geneval.check(category, scene, blank) for category, scene in geneval.prompts(settings))
     assert geneval.prompt_for(random_scene(random.Random(0))).startswith("Draw a ")
+
+
+def test_other_words_prompts_use_no_training_phrasing_and_check_kind_and_colour():
+    import training.builders.chats as chats
+    from worlds.shapes import COLOURS, DRAW_REQUESTS
+
+    cases = geneval.other_words_prompts(evaluate.EvalSettings(geneval_prompts=12))
+    assert [wording for wording, _, _ in cases] == ["trained"] * 12 + ["direct"] * 12 + ["mid_chat"] * 12
+    assert [shape for _, shape, _ in cases[:12]] == [shape for _, shape, _ in cases[12:24]]
+    for wording, shape, conversation in cases:
+        subject = f"{'an' if shape.colour == 'orange' else 'a'} {shape.colour} {shape.kind}"
+        trained = {template.format(subject) for template in DRAW_REQUESTS}
+        assert subject in conversation[-1]["content"]
+        assert (conversation[-1]["content"] in trained) == (wording == "trained")
+        assert len(conversation) == (3 if wording == "mid_chat" else 1)
+        assert not {message["content"] for message in conversation} & {opener for opener, _ in chats.OPENERS}
+        assert geneval.shape_as_asked(shape, render([shape]))
+        other_colour = next(colour for colour in COLOURS if colour != shape.colour)
+        assert not geneval.shape_as_asked(shape, render([replace(shape, colour=other_colour)]))
+        assert not geneval.shape_as_asked(shape, None)
+    assert geneval.other_words_prompts(evaluate.EvalSettings(geneval_prompts=12)) == cases  # seeded
 
 
 def test_one_case_moves_no_headline_score_by_more_than_005():
@@ -144,14 +166,16 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     evaluate.main(["--model", str(model_dir), "--quick", "--out", str(out), "--json", str(report_json),
                    "--tasks", "geneval", "vqa", "steps", "edits", "text", "--vqa-questions", "3"])
     results = json.loads(report_json.read_text())
-    for key in ("geneval_overall", "geneval_discrete_overall", "vqa_accuracy", "steps_consistency",
-                "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
+    for key in ("geneval_overall", "geneval_discrete_overall", "geneval_other_words", "vqa_accuracy",
+                "steps_consistency", "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
         assert key in results, key
     assert set(results["geneval"]["cfg_sweep"]) == {"1", "3"}
     assert 0 <= results["geneval_overall"] <= 1
     assert (out / "results" / "geneval.png").stat().st_size > 1000
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
+    assert set(results["geneval"]["other_words"]) == {"trained", "direct", "mid_chat", "overall", "drew_image"}
+    assert "asked for in other words" in text
     asked = sum(values["questions"] for values in results["vqa_by_kind"].values())
     assert asked == results["settings"]["vqa_questions"] == 3
     assert "--vqa-questions 3" in text

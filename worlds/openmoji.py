@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from vlm.cache import cache_dir as vlm_cache_dir
 from vlm.image_io import load_image
+from worlds.english import article
 
 SKIN_TONE_CODEPOINTS = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
 VARIATION_SELECTOR = "FE0F"
@@ -149,10 +150,6 @@ def emoji_images(split: str, image_size: int) -> list[tuple[str, Image.Image]]:
     """(name, image) of every emoji of a split."""
     dataset = OpenMojiDataset(split=split, image_size=image_size)
     return [(entry.name, Image.fromarray(dataset.images_NHWC[index])) for index, entry in enumerate(dataset.entries)]
-
-
-def article(name: str) -> str:
-    return "an" if name[:1].lower() in "aeiou" else "a"
 
 
 def fill(template: str, name: str) -> str:

@@ -27,7 +27,10 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 POSITIONS = {"on the left": (0.27, 0.5), "on the right": (0.73, 0.5), "at the top": (0.5, 0.27),
              "at the bottom": (0.5, 0.73), "in the middle": (0.5, 0.5)}
 RENDER_SCALE = 4  # draw at 4x and downsample: smooth edges at 64px
-# How the assistant hands over a drawing of a scene (`drawing_prompt` asks for one).
+# How a user asks for a drawing of a scene (`drawing_prompt`), and how the assistant hands it over.
+# The evaluation keeps other wordings out of this list (benchmarks/evaluation/geneval.py,
+# OTHER_WORDINGS) to measure how far these carry.
+DRAW_REQUESTS = ("Draw {}.", "Please draw {}.", "Can you draw {}?", "Show me {}.", "Make a picture of {}.")
 DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
 
 
@@ -151,5 +154,4 @@ def drawing_prompt(shapes: list[Shape], rng: random.Random) -> str:
     else:
         subject = describe(shapes).rstrip(".")
         subject = subject[0].lower() + subject[1:]
-    template = rng.choice(("Draw {}.", "Please draw {}.", "Can you draw {}?", "Show me {}.", "Make a picture of {}."))
-    return template.format(subject)
+    return rng.choice(DRAW_REQUESTS).format(subject)

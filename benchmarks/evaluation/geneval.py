@@ -24,7 +24,8 @@ from benchmarks.evaluation.common import EvalSettings, first_image, image_config
 from vlm.image_io import images_to_tensor, tensor_to_pil
 from vlm.tokenizer import HybridTokenizer
 from vlm.unified_model import UnifiedVLM
-from worlds.shapes import Shape, describe, position_name, random_scene, render
+from worlds.english import article
+from worlds.shapes import DRAW_REQUESTS, Shape, describe, position_name, random_scene, render
 from worlds.shapes_detector import detect
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position", "colour_attribution")
@@ -109,4 +110,62 @@ def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_st
     result = {category: sum(values) / len(values) for category, values in correct.items()}
     result["overall"] = sum(result[category] for category in CATEGORIES) / len(CATEGORIES)
     result["drew_image"] = drew / len(cases)
+    return result
+
+
+# Requests for one shape in words no training conversation uses (training says "Draw ...",
+# "Please draw ...", "Can you draw ...?", "Show me ...", "Make a picture of ..."), alone or
+# after a chat opener, as the issue's first users asked; and, as the control, the same shapes
+# asked for in the training phrasing. The headline prompts above keep the training phrasing on
+# purpose; these measure how far that carries.
+OTHER_WORDINGS = ("I'd like a picture of {}.", "Could you sketch {} for me?", "Can I see {}?",
+                  "Paint {}, please.", "Draw me {}.", "Create an image of {}.")
+CHAT_OPENERS = (("I'm making a birthday card for my sister.", "How lovely! What should go on it?"),
+                ("Hey, can you help me with a sign for my door?", "Sure! What would you like on it?"),
+                ("I'm teaching my son his colours.", "That's a nice thing to do together. How can I help?"),
+                ("We're designing a logo for our club.", "Fun! Tell me what you have in mind."))
+CHAT_REQUESTS = ("Can you draw {} for it?", "Could you make {} for that?", "Would you draw {} for me?")
+WORDINGS = ("trained", "direct", "mid_chat")
+
+
+def other_words_prompts(settings: EvalSettings) -> list[tuple[str, Shape, list[dict]]]:
+    """(wording, shape, conversation): the same for every model and setting, and the same
+    shapes for each wording."""
+    rng = random.Random(f"geneval-other-words-{settings.seed}")
+    shapes = [random_scene(rng, 1)[0] for _ in range(settings.geneval_prompts)]
+    cases = []
+    for wording in WORDINGS:
+        for shape in shapes:
+            subject = f"{article(shape.colour)} {shape.colour} {shape.kind}"
+            if wording == "mid_chat":
+                opener, greeting = rng.choice(CHAT_OPENERS)
+                conversation = [{"role": "user", "content": opener}, {"role": "assistant", "content": greeting},
+                                {"role": "user", "content": rng.choice(CHAT_REQUESTS).format(subject)}]
+            else:
+                templates = DRAW_REQUESTS if wording == "trained" else OTHER_WORDINGS
+                conversation = [{"role": "user", "content": rng.choice(templates).format(subject)}]
+            cases.append((wording, shape, conversation))
+    return cases
+
+
+def shape_as_asked(shape: Shape, image: Image.Image | None) -> bool:
+    """Exactly one shape, of the asked kind and colour (size and place were not asked for)."""
+    return check("single_object", [shape], image) and check("colours", [shape], image)
+
+
+def other_words(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_steps: int
+                ) -> dict[str, float]:
+    """Share of replies that draw exactly one shape of the asked kind and colour, per wording
+    ("trained": the training phrasing, the control; "direct": other words; "mid_chat": other
+    words after a chat opener), "overall" (the two in other words) and "drew_image"."""
+    cases = other_words_prompts(settings)
+    config = image_config(settings, cfg_scale=cfg_scale, residual_steps=residual_steps)
+    answers = replies(model, [conversation for _, _, conversation in cases], config, settings.batch_size,
+                      "geneval in other words")
+    correct: dict[str, list[bool]] = {wording: [] for wording in WORDINGS}
+    for (wording, shape, _), reply in zip(cases, answers):
+        correct[wording].append(shape_as_asked(shape, first_image(reply)))
+    result = {wording: sum(values) / len(values) for wording, values in correct.items()}
+    result["overall"] = (result["direct"] + result["mid_chat"]) / 2
+    result["drew_image"] = sum(first_image(reply) is not None for reply in answers) / len(answers)
     return result

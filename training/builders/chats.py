@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from worlds.openmoji import article, emoji_images
+from worlds.english import article
+from worlds.openmoji import emoji_images
 from worlds.shapes import describe, questions, random_scene, render
 
 OPENERS = [

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from worlds.openmoji import article, emoji_images
+from worlds.english import article
+from worlds.openmoji import emoji_images
 from worlds.scene_edits import EMOJI_EDITS, edit_chain, emoji_edit
 from worlds.shapes import drawing_prompt, random_scene, render
 
