@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import random
 
-from worlds.shapes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, describe, position_name, random_scene, render
+from worlds.shapes import (
+    COLOURS,
+    DRAW_REQUESTS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Shape,
+    describe,
+    drawing_prompt,
+    position_name,
+    random_scene,
+    render,
+)
 from worlds.shapes_detector import detect
 
 
@@ -39,3 +51,19 @@ def test_an_empty_canvas_has_no_shapes():
     from PIL import Image
 
     assert detect(Image.new("RGB", (64, 64), "white")) == []
+
+
+def test_one_shape_requests_name_colour_and_kind_and_sometimes_leave_size_and_place_open():
+    """People ask for "a red circle": the data must hold such requests, not only fully named ones."""
+    rng = random.Random(0)
+    named_size = named_place = 0
+    for _ in range(400):
+        shape = random_scene(rng, 1)[0]
+        prompt = drawing_prompt([shape], rng)
+        assert f"{shape.colour} {shape.kind}" in prompt and " a orange" not in prompt
+        assert any(prompt.startswith(template.split("{}")[0]) for template in DRAW_REQUESTS)
+        named_size += shape.phrase in prompt
+        named_place += position_name(shape) in prompt
+    assert 150 < named_size < 250 and 150 < named_place < 250
+    two = random_scene(rng, 2)
+    assert describe(two).rstrip(".").lower() in drawing_prompt(two, rng).lower()  # scenes are named in full

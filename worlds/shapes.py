@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from worlds.english import article
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 160, 50),
@@ -30,7 +32,9 @@ RENDER_SCALE = 4  # draw at 4x and downsample: smooth edges at 64px
 # How a user asks for a drawing of a scene (`drawing_prompt`), and how the assistant hands it over.
 # The evaluation keeps other wordings out of this list (benchmarks/evaluation/geneval.py,
 # OTHER_WORDINGS) to measure how far these carry.
-DRAW_REQUESTS = ("Draw {}.", "Please draw {}.", "Can you draw {}?", "Show me {}.", "Make a picture of {}.")
+DRAW_REQUESTS = ("Draw {}.", "Please draw {}.", "Can you draw {}?", "Show me {}.", "Make a picture of {}.",
+                 "Could you draw {}?", "I want {}.", "Sketch {}.", "Give me {}.", "Can you make {}?",
+                 "I need a drawing of {}.", "Draw {}, please.")
 DRAW_REPLIES = ("Here it is:", "Sure:", "Here you go:", "Done:")
 
 
@@ -147,10 +151,18 @@ def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
 
 
 def drawing_prompt(shapes: list[Shape], rng: random.Random) -> str:
-    """A request to draw this scene, in one of several phrasings."""
+    """A request to draw this scene, in one of several phrasings.
+
+    A single shape's size and place are each named half the time, as people ask ("Draw a red
+    circle."): the render then shows one size and place of the many the request allows. A
+    model that only ever saw all four named drew "a red circle" right in 1 of 24
+    (docs/default_model, "Asked in other words")."""
     if len(shapes) == 1:
         shape = shapes[0]
-        subject = f"a {shape.phrase} {position_name(shape)}" if rng.random() < 0.5 else f"a {shape.phrase}"
+        named = shape.phrase if rng.random() < 0.5 else f"{shape.colour} {shape.kind}"
+        subject = f"{article(named)} {named}"
+        if rng.random() < 0.5:
+            subject += f" {position_name(shape)}"
     else:
         subject = describe(shapes).rstrip(".")
         subject = subject[0].lower() + subject[1:]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from worlds.english import article
 from worlds.openmoji import emoji_images
-from worlds.shapes import describe, questions, random_scene, render
+from worlds.shapes import drawing_prompt, questions, random_scene, render
 
 OPENERS = [
     ("Hi! I'm making a poster for school.", "That sounds like a fun project! How can I help?"),
@@ -37,9 +37,8 @@ def chat_conversations(rng: random.Random, count: int, image_size: int = 64, spl
             ]
         else:
             scene = random_scene(rng)
-            request = describe(scene).rstrip(".")
             messages += [
-                {"role": "user", "content": f"Please draw {request[0].lower()}{request[1:]}."},
+                {"role": "user", "content": drawing_prompt(scene, rng)},
                 {"role": "assistant", "content": [{"type": "text", "text": "Here it is:"},
                                                   {"type": "image", "image": render(scene, image_size)}]},
             ]
