@@ -115,8 +115,8 @@ def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_st
 
 # Requests for one shape in words no training conversation uses (training asks in
 # worlds.shapes.DRAW_REQUESTS), alone or after a chat opener, as the first users asked;
-# and, as the control, the same shapes asked for in the training phrasing. The headline prompts above keep the training phrasing on
-# purpose; these measure how far that carries.
+# and, as the control, the same shapes asked for in the training phrasing. The headline prompts
+# above keep the training phrasing on purpose; these measure how far that carries.
 OTHER_WORDINGS = ("I'd like a picture of {}.", "Could you sketch {} for me?", "Can I see {}?",
                   "Paint {}, please.", "Draw me {}.", "Create an image of {}.")
 CHAT_OPENERS = (("I'm making a birthday card for my sister.", "How lovely! What should go on it?"),
