@@ -155,8 +155,9 @@ def drawing_prompt(shapes: list[Shape], rng: random.Random) -> str:
 
     A single shape's size and place are each named half the time, as people ask ("Draw a red
     circle."): the render then shows one size and place of the many the request allows. A
-    model that only ever saw all four named drew "a red circle" right in 1 of 24
-    (docs/default_model, "Asked in other words")."""
+    model that only ever saw all four named drew one shape of the asked kind and colour for 4,
+    3 and 1 of 24 such requests in the training templates, in other words and mid-chat; trained
+    on these, 9, 9 and 4 (docs/default_model, "Asked in other words")."""
     if len(shapes) == 1:
         shape = shapes[0]
         named = shape.phrase if rng.random() < 0.5 else f"{shape.colour} {shape.kind}"
