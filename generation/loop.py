@@ -115,6 +115,7 @@ class InterleavedGenerator:
         # discrete images, and the evaluation's hybrid and discrete-only scores are paired.
         self.residual_generator = torch.Generator().manual_seed(seed ^ RESIDUAL_STREAM)
         self.scales = model.image_tokenizer.config.scales
+        self.sources: list[torch.Tensor | None] = []  # per row, its last image's finished latent (stream)
 
     # ----- helpers -----
 
@@ -207,7 +208,12 @@ class InterleavedGenerator:
                 for index in range(size)]
         try:
             self._check_cancel()
-            hidden, cache = model.start_decoding(batch)
+            tokens = None
+            if model.config.source_hint and len(batch.pixels):  # encoded here: the hint reads them too
+                tokens = model.image_tokenizer.encode_pixels(batch.pixels.to(model.device))
+            hidden, cache = model.start_decoding(batch, tokens)
+            # Per row, the finished latent of its last image: what its next drawing is hinted with.
+            self.sources = model.last_image_latents(batch, tokens)
             lengths = batch.padding_mask.sum(dim=1).to(model.device)
             last_hidden = hidden[torch.arange(size, device=model.device), lengths - 1]
             first = True
@@ -269,18 +275,21 @@ class InterleavedGenerator:
             # The unconditional branch: extra rows of the same cache that see nothing before their
             # <|image_start|> (as under condition dropout in training), fed in the same forwards.
             feed = torch.cat([rows_tensor, cache.add_blind_rows(rows_tensor)])
-        drawing = ImageDrawing(model, count)
+        drawing = ImageDrawing(model, count, [self.sources[index] for index in indices])
         scales_start = cache.length + 1  # the first scale block's column, just after <|image_start|>
         try:
             for scale_index, size in enumerate(self.scales):
                 self._check_cancel()
                 chunk = drawing.block_inputs()
+                if guided:
+                    chunk = torch.cat([chunk, drawing.block_inputs(hinted=False) if drawing.sources is not None
+                                       else chunk])
                 offsets = torch.zeros(1, size * size, dtype=torch.long)
                 if scale_index == 0:
-                    chunk = torch.cat([self._text_embeddings(self.image_start_id, count), chunk], dim=1)
+                    chunk = torch.cat([self._text_embeddings(self.image_start_id, len(chunk)), chunk], dim=1)
                     offsets = torch.tensor([[0, 1]])
                 with stage(f"scale {scale_index + 1} forward"):
-                    both = self._extend_rows(cache, chunk.repeat(len(feed) // count, 1, 1), offsets, feed)
+                    both = self._extend_rows(cache, chunk, offsets, feed)
                     hidden = both[:, -size * size:]
                 with stage("image head"):
                     logits_both = drawing.code_logits(hidden)
@@ -315,8 +324,10 @@ class InterleavedGenerator:
                                                    hidden[count:] if guided else None,
                                                    config.cfg_scale - 1 if guided else 0.0)
         with stage("decode pixels"):
-            _, pixels, final_block = drawing.finish(residual)
+            finished, pixels, final_block = drawing.finish(residual)
             images = tensor_to_pil(pixels)
+        for position, index in enumerate(indices):
+            self.sources[index] = finished[position:position + 1]
         codes = drawing.codes
         # The image is finished once decoded: the caller shows it while the final block is fed
         # back (a forward the user would otherwise wait for), which only the text after it needs.

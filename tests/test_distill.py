@@ -106,7 +106,7 @@ def test_blind_conditions_are_what_the_unconditional_branch_sees(tiny_parts):
     """The residual head benchmark guides the head as drawings do: its unconditional conditions
     come from the same pass with every drawn image blind to its prompt (training's condition
     dropout at probability 1, which draws no random numbers)."""
-    from vlm.teacher_forcing import drop_conditions
+    from vlm.teacher_forcing import blind_drawings, dropped_drawings
 
     model = perturbed(tiny_model(tiny_parts))
     batch = model.processor([drawing_chat(), drawing_chat()])
@@ -119,8 +119,9 @@ def test_blind_conditions_are_what_the_unconditional_branch_sees(tiny_parts):
     with torch.no_grad():
         tokens = model.image_tokenizer.encode_pixels(batch.pixels)
         embeddings = model.embed(batch, tokens)
-        hidden = model.run_decoder(embeddings, drop_conditions(model, batch, batch.attention_mask(embeddings.dtype),
-                                                                 None), batch.position_ids)
+        dropped = dropped_drawings(model, batch, None)
+        mask = blind_drawings(model, batch, batch.attention_mask(embeddings.dtype), dropped)
+        hidden = model.run_decoder(embeddings, mask, batch.position_ids)
     last = model.image_tokenizer.config.scales[-1] ** 2
     layout = batch.images[0]
     end = layout.start + sum(code.numel() for code in tokens[layout.image_index].codes)

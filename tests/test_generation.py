@@ -314,7 +314,7 @@ def test_condition_dropout_shows_a_drawing_what_the_unconditional_branch_sees(mo
     from tests.tiny_vlm import drawing_chat
     from vlm.messages import IMAGE_START
     from vlm.next_scale import ImageDrawing
-    from vlm.teacher_forcing import drop_conditions
+    from vlm.teacher_forcing import blind_drawings, dropped_drawings
 
     user, answer = drawing_chat()[:2]
     drawing = [user, {"role": "assistant", "content": [part for part in answer["content"] if part["type"] == "image"]}]
@@ -324,7 +324,8 @@ def test_condition_dropout_shows_a_drawing_what_the_unconditional_branch_sees(mo
     with torch.no_grad():
         embeddings = model.embed(batch, model.image_tokenizer.encode_pixels(batch.pixels))
         mask = batch.attention_mask(embeddings.dtype)
-        dropped = model.run_decoder(embeddings, drop_conditions(model, batch, mask, None), batch.position_ids)
+        blind = blind_drawings(model, batch, mask, dropped_drawings(model, batch, None))
+        dropped = model.run_decoder(embeddings, blind, batch.position_ids)
         kept = model.run_decoder(embeddings, mask, batch.position_ids)
         start = batch.images[0].start
         prompt = model.processor(drawing[:-1], add_generation_prompt=True)

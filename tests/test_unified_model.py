@@ -260,10 +260,10 @@ def test_skipping_an_unread_final_block_leaves_the_image_losses_unchanged(tiny_p
     torch.testing.assert_close(lean_conditions, full_conditions, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lean_residuals, full_residuals)
     # Blinding it for classifier-free guidance covers its scale blocks and stops at <|image_end|>.
-    from vlm.teacher_forcing import drop_conditions
+    from vlm.teacher_forcing import blind_drawings, dropped_drawings
     drawn = lean.images[0]
     scale_positions = sum(size * size for size in model.image_tokenizer.config.scales)
-    blind = drop_conditions(model, lean, lean.attention_mask(), None, probability=1.0)[0, 0]
+    blind = blind_drawings(model, lean, lean.attention_mask(), dropped_drawings(model, lean, None, 1.0))[0, 0]
     prompt = slice(0, drawn.start - 1)
     assert (blind[drawn.start - 1:drawn.start + scale_positions, prompt] < 0).all()
     assert (blind[drawn.start + scale_positions, prompt] == 0).all()

@@ -63,6 +63,7 @@ class TrainConfig:
     lora_alpha: int | None = None  # None: 2 x lora_rank (the shipped rank-16 model used 32)
     condition_dropout: float = 0.1
     image_input_norm: bool = False  # for init "new": image inputs at the text embeddings' scale
+    source_hint: bool = False  # drawings read the conversation's previous image (added if the model lacks it)
     image_loss_per: str = "token"  # "token" or "scale": how the image loss averages over codes
     steps: int = 2000
     batch_size: int = 4
@@ -104,6 +105,8 @@ HELP = {
                       "finest codes dominate), 'scale' (equally) or 'side' (by its side length, in between)",
     "image_input_norm": "with --init new: RMS-normalise image inputs to the text embeddings' scale "
                         "(without it they are ~4x larger; it did not change the memorise-16 loss)",
+    "source_hint": "a drawn image's scale positions also read the conversation's previous image where they "
+                   "draw (edits, step-by-step drawings); a model without the layer gets it, starting at zero",
     "steps": "optimizer steps in total",
     "batch_size": "conversations per forward on each process",
     "gradient_accumulation": "batches per optimizer step",
@@ -211,7 +214,8 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
         model_config = UnifiedVLMConfig(finetune=config.finetune, lora_rank=config.lora_rank,
                                         lora_alpha=config.lora_alpha or 2 * config.lora_rank,
                                         condition_dropout=config.condition_dropout,
-                                        image_input_norm=config.image_input_norm)
+                                        image_input_norm=config.image_input_norm,
+                                        source_hint=config.source_hint)
         model_config.image_loss_per = config.image_loss_per
         if config.backbone:
             model_config.backbone = config.backbone
@@ -222,6 +226,8 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
                        "once training moves it; re-distil after training (python -m training.distill_residual)")
     model.config.condition_dropout = config.condition_dropout
     model.config.image_loss_per = config.image_loss_per
+    if config.source_hint and not model.config.source_hint:
+        model.add_source_hint()
     return model
 
 

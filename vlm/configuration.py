@@ -31,7 +31,7 @@ def image_scale_weights(scales: tuple[int, ...], per: str) -> torch.Tensor:
 
 
 # What a saved config that lacks a field meant when it was written (before the field existed).
-LEGACY_CONFIG_VALUES = {"image_input_norm": False}
+LEGACY_CONFIG_VALUES = {"image_input_norm": False, "source_hint": False}
 
 
 @dataclass
@@ -52,6 +52,9 @@ class UnifiedVLMConfig:
     # Image inputs RMS-normalised to the text embeddings' scale (see ImageEmbedder). Off by default:
     # on the memorise-16 benchmark it did not move the loss (docs/overfit); kept for A/Bs.
     image_input_norm: bool = False
+    # A drawn image's scale positions also read the previous image of the conversation where
+    # they draw (ImageEmbedder.hint): edits and step-by-step drawings start from their source.
+    source_hint: bool = False
     residual_head: ResidualHeadConfig = field(default_factory=ResidualHeadConfig)
     # What the weights were saved with, written by save_pretrained and checked by from_pretrained
     # (None: not saved yet). `image_tokenizer` is the folder inside the model that holds its

@@ -4,7 +4,12 @@ Every image position's input is (what it shows) + (where it is):
 - what: a projection of a latent vector (the running discrete sum at that scale, or the
   finished latent for the final block), or a learned start vector for the 1x1 first scale;
 - where: a level embedding (scale k, or the final block) plus Fourier features of its
-  (row, column) centre on the final grid, so every scale shares one frame (HART).
+  (row, column) centre on the final grid, so every scale shares one frame (HART);
+- with the source hint (`UnifiedVLMConfig.source_hint`), a drawn image's scale positions also
+  add a projection of what the previous image of the conversation would still add at that
+  scale and place (`MultiScaleQuantizer.still_missing`): an edit or the next step of a drawing
+  reads its source where it draws, as image editors take the source latent as extra input
+  channels (InstructPix2Pix), instead of finding it through attention.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class ImageEmbedder(nn.Module):
     """Latent vectors and their places -> decoder input vectors."""
 
     def __init__(self, latent_channels: int, hidden_size: int, num_levels: int, num_frequencies: int,
-                 input_rms: float | None = None):
+                 input_rms: float | None = None, source_hint: bool = False):
         super().__init__()
         self.num_frequencies = num_frequencies
         # With `input_rms`, every image input is RMS-normalised and scaled by a learned gain that
@@ -39,6 +44,27 @@ class ImageEmbedder(nn.Module):
         self.level_embedding = nn.Embedding(num_levels, hidden_size)
         nn.init.normal_(self.level_embedding.weight, std=0.02)
         self.position_projection = nn.Linear(4 * num_frequencies, hidden_size)
+        self.hint_projection = self.new_hint_projection(latent_channels, hidden_size) if source_hint else None
+
+    @staticmethod
+    def new_hint_projection(latent_channels: int, hidden_size: int) -> nn.Linear:
+        """Zero at first, so adding the hint to a trained model changes none of its outputs."""
+        projection = nn.Linear(latent_channels, hidden_size)
+        nn.init.zeros_(projection.weight)
+        nn.init.zeros_(projection.bias)
+        return projection
+
+    def add_source_hint(self) -> None:
+        if self.hint_projection is None:
+            latent_channels, hidden_size = self.latent_projection.in_features, self.latent_projection.out_features
+            self.hint_projection = self.new_hint_projection(latent_channels, hidden_size).to(
+                self.latent_projection.weight.device)
+
+    def hint(self, missing_NC: torch.Tensor) -> torch.Tensor:
+        """(N, C) latent vectors still missing from the source -> (N, hidden), added to `content`."""
+        if self.hint_projection is None:
+            raise ValueError("this model has no source hint layer (UnifiedVLMConfig.source_hint)")
+        return self.hint_projection(missing_NC.to(self.start.dtype))
 
     def place(self, levels_N: torch.Tensor, grid_N2: torch.Tensor) -> torch.Tensor:
         """(N,) levels and (N, 2) grid centres -> (N, hidden)."""

@@ -26,9 +26,19 @@ if TYPE_CHECKING:
 class ImageDrawing:
     """`count` images being drawn together, scale by scale."""
 
-    def __init__(self, model: UnifiedVLM, count: int):
+    def __init__(self, model: UnifiedVLM, count: int, sources: list[torch.Tensor | None] | None = None):
+        """`sources`: per image, the finished latent (1, C, h, w) of the conversation's image
+        before it, or None; read through the source hint when the model has one."""
         self.model = model
         self.count = count
+        self.sources, self.present = None, None
+        if model.config.source_hint and sources is not None and any(source is not None for source in sources):
+            if len(sources) != count:
+                raise ValueError(f"{len(sources)} sources for {count} images")
+            shape = next(source for source in sources if source is not None).shape[1:]
+            self.sources = torch.cat([source if source is not None else torch.zeros(1, *shape)
+                                      for source in sources]).to(model.device)
+            self.present = torch.tensor([source is not None for source in sources], device=model.device)
         self.scales = model.image_tokenizer.config.scales
         self.running = RunningSum(model.image_tokenizer.quantizer)
         self.codes: list[torch.Tensor] = []  # (count, s, s) per scale drawn so far
@@ -38,11 +48,14 @@ class ImageDrawing:
         """The scale the next `block_inputs` / `add` is for."""
         return self.running.scales_done
 
-    def block_inputs(self) -> torch.Tensor:
-        """(count, s * s, hidden): the decoder inputs of the next scale block."""
-        if self.scale_index == 0:
-            return self.model.image_block_embeddings(0, None, self.count)
-        return self.model.image_block_embeddings(self.scale_index, self.running.next_input())
+    def block_inputs(self, hinted: bool = True) -> torch.Tensor:
+        """(count, s * s, hidden): the decoder inputs of the next scale block; `hinted=False`
+        leaves out the source hint (guidance's unconditional branch, which sees no context)."""
+        running = None if self.scale_index == 0 else self.running.next_input()
+        hint = None
+        if hinted and self.sources is not None:
+            hint = self.model.source_hint(self.sources, self.scale_index, running, self.present)
+        return self.model.image_block_embeddings(self.scale_index, running, self.count, hint)
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(count, s * s, codebook) logits from the scale block's last hidden states."""

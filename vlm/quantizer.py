@@ -130,6 +130,15 @@ class MultiScaleQuantizer(nn.Module):
         """The running discrete sum at the size of scale `scale_index + 1`: the decoder model's input."""
         return area_downsample(latent_discrete_BCHW, self.scales[scale_index + 1])
 
+    def still_missing(self, target_BCHW: torch.Tensor, scale_index: int,
+                      running_input_BCHW: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, s, s): what scale `scale_index` looks its codes up from when `target` is the
+        latent being quantized and the sum so far is `running_input` (that scale's decoder
+        input, None for the first scale). Area pooling is linear, so this is exactly the vector
+        `_quantize` looks up wherever the running sum is `target`'s own."""
+        wanted = area_downsample(target_BCHW.float(), self.scales[scale_index])
+        return wanted if running_input_BCHW is None else wanted - running_input_BCHW.float()
+
     def codes_to_latent(self, codes: list[torch.Tensor]) -> torch.Tensor:
         """Sum of every scale's contribution: the discrete-only latent."""
         self._check_codes(codes)

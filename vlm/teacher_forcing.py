@@ -21,11 +21,19 @@ if TYPE_CHECKING:
     from vlm.unified_model import UnifiedVLM
 
 
-def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor,
-                    generator: torch.Generator | None, probability: float | None = None) -> torch.Tensor:
-    """Classifier-free guidance training: some drawn images (each with `probability`, by
-    default the model's condition dropout; 1.0 blinds them all) see nothing before their
-    <|image_start|>, exactly what the unconditional branch sees at inference.
+def dropped_drawings(model: UnifiedVLM, batch: ProcessedBatch, generator: torch.Generator | None,
+                     probability: float | None = None) -> set[int]:
+    """Classifier-free guidance training: which drawn images (`image_index`es) lose their
+    condition, each with `probability` (by default the model's condition dropout; 1.0 takes
+    them all). A dropped image sees nothing before its <|image_start|> (`blind_drawings`) and
+    gets no source hint (`UnifiedVLM.embed`): exactly what the unconditional branch sees."""
+    chance = model.config.condition_dropout if probability is None else probability
+    return {layout.image_index for layout in batch.images
+            if layout.generated and (chance >= 1.0 or torch.rand((), generator=generator) < chance)}
+
+
+def blind_drawings(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor, images: set[int]) -> torch.Tensor:
+    """`mask` with the drawn `images` (`image_index`es) seeing nothing before their <|image_start|>.
 
     The <|image_start|> itself is cut off from what precedes it too: at inference the
     unconditional rows feed it fresh, with nothing cached before it, so its keys and values
@@ -34,9 +42,8 @@ def drop_conditions(model: UnifiedVLM, batch: ProcessedBatch, mask: torch.Tensor
     """
     mask = mask.clone()
     minimum = torch.finfo(mask.dtype).min
-    chance = model.config.condition_dropout if probability is None else probability
     for layout in batch.images:
-        if layout.generated and (chance >= 1.0 or torch.rand((), generator=generator) < chance):
+        if layout.generated and layout.image_index in images:
             length = len(image_block_layout(model.image_tokenizer.config.scales, layout.generated,
                                             layout.final_block)[0])
             mask[layout.sequence_index, 0, layout.start - 1:layout.start + length, :layout.start - 1] = minimum
@@ -147,10 +154,9 @@ def teacher_forced_hidden(model: UnifiedVLM, batch: ProcessedBatch, tokens: Hybr
     every drawn image blind to what precedes it (the unconditional branch's view)."""
     if tokens is None:
         tokens = model.image_tokenizer.encode_pixels(batch.pixels.to(model.device))
-    embeddings = model.embed(batch, tokens)
-    mask = batch.attention_mask(embeddings.dtype)
-    if blind:
-        mask = drop_conditions(model, batch, mask, None, probability=1.0)
+    blinded = dropped_drawings(model, batch, None, probability=1.0) if blind else set()
+    embeddings = model.embed(batch, tokens, blinded)
+    mask = blind_drawings(model, batch, batch.attention_mask(embeddings.dtype), blinded)
     return tokens, model.run_decoder(embeddings, mask, batch.position_ids)
 
 @torch.no_grad()

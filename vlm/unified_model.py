@@ -31,7 +31,7 @@ from vlm.image_embedding import ImageEmbedder
 from vlm.lean_decoder import lean_decoder_forward, runs_lean
 from vlm.processor import NO_LIMIT, ProcessedBatch, VLMProcessor
 from vlm.residual_head import ResidualDiffusionHead
-from vlm.teacher_forcing import drop_conditions, teacher_forced_losses
+from vlm.teacher_forcing import blind_drawings, dropped_drawings, teacher_forced_losses
 from vlm.tokenizer import PACKAGED_TOKENIZERS, CheckpointError, HybridTokenizer, HybridTokens, packaged_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class UnifiedVLM(nn.Module):
         self._adapters = AdapterFolding(backbone) if isinstance(backbone, PeftModel) else None
         self.image_embedder = ImageEmbedder(tokenizer_config.latent_channels, hidden,
                                             len(tokenizer_config.scales) + 1, config.num_position_frequencies,
-                                            text_rms)
+                                            text_rms, config.source_hint)
         self.image_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, tokenizer_config.codebook_size))
         self.residual_head = ResidualDiffusionHead(config.residual_head)
         # The image sampling this model draws best with (vlm.sampling_defaults); {} = GenerationConfig's.
@@ -156,34 +156,83 @@ class UnifiedVLM(nn.Module):
         """The most positions the backbone was trained to read (its position limit)."""
         return int(getattr(self.language_model.config, "max_position_embeddings", 2048))
 
-    def image_inputs(self, batch: ProcessedBatch, tokens: HybridTokens) -> list[torch.Tensor]:
-        """Per image in the batch, the (positions, hidden) inputs of its blocks."""
+    def add_source_hint(self) -> UnifiedVLM:
+        """Give a model without it the source hint layer (zero, so nothing changes until trained)."""
+        self.image_embedder.add_source_hint()
+        self.config.source_hint = True
+        return self
+
+    def source_hint(self, source_BCHW: torch.Tensor, scale_index: int, running_input_BCHW: torch.Tensor | None,
+                    present_B: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, s * s, hidden): what a scale block adds to its content when it draws after the
+        image `source` (a finished latent); zero for rows whose `present` is False (no source)."""
+        missing = self.image_tokenizer.quantizer.still_missing(source_BCHW.to(self.device), scale_index,
+                                                               running_input_BCHW)
+        hint = self.image_embedder.hint(missing.flatten(2).transpose(1, 2))
+        return hint if present_B is None else hint * present_B.to(hint)[:, None, None]
+
+    def finished_latents(self, tokens: HybridTokens) -> torch.Tensor:
+        """(N, C, h, w): each image's discrete sum plus residual, what its final block reads."""
+        return self.image_tokenizer.quantizer.codes_to_latent(tokens.codes) + tokens.residual
+
+    def last_image_latents(self, batch: ProcessedBatch, tokens: HybridTokens | None) -> list[torch.Tensor | None]:
+        """Per row of `batch`, the finished latent (1, C, h, w) of its last image, None without one:
+        the source a drawing that follows would be hinted with."""
+        last: list[torch.Tensor | None] = [None] * batch.input_ids.shape[0]
+        if tokens is None:
+            return last
+        latents = self.finished_latents(tokens)
+        for layout in sorted(batch.images, key=lambda layout: layout.start):
+            last[layout.sequence_index] = latents[layout.image_index:layout.image_index + 1]
+        return last
+
+    def image_inputs(self, batch: ProcessedBatch, tokens: HybridTokens, unhinted: set[int] = frozenset()
+                     ) -> list[torch.Tensor]:
+        """Per image in the batch, the (positions, hidden) inputs of its blocks. With the source
+        hint, a drawn image not in `unhinted` (`image_index`es) reads the conversation's image
+        before it, if any."""
         quantizer = self.image_tokenizer.quantizer
+        finished = self.finished_latents(tokens)
+        previous: dict[int, int] = {}  # row -> image_index of the last image so far
+        order = sorted(range(len(batch.images)), key=lambda index: batch.images[index].start)
+        source_of = {}
+        for index in order:
+            layout = batch.images[index]
+            source_of[index] = previous.get(layout.sequence_index)
+            previous[layout.sequence_index] = layout.image_index
         inputs = []
-        for layout in batch.images:
+        for index, layout in enumerate(batch.images):
             image_tokens = tokens[layout.image_index]
-            latents = []
+            latents, scale_inputs = [], []
             if layout.generated:
-                latents += [scale_input.flatten(2).transpose(1, 2)[0]
-                            for scale_input in quantizer.scale_inputs(image_tokens.codes)]
+                scale_inputs = quantizer.scale_inputs(image_tokens.codes)
+                latents += [scale_input.flatten(2).transpose(1, 2)[0] for scale_input in scale_inputs]
             if layout.final_block:  # the finished latent: discrete sum + residual, (h * w, C), row-major
-                final = quantizer.codes_to_latent(image_tokens.codes) + image_tokens.residual
-                latents.append(final.flatten(2).transpose(1, 2)[0])
+                latents.append(finished[layout.image_index].flatten(1).transpose(0, 1))
             content = self.image_embedder.content(torch.cat(latents))
             if layout.generated:
                 content = torch.cat([self.image_embedder.start[None], content])
+                source = source_of[index]
+                if self.config.source_hint and source is not None and layout.image_index not in unhinted:
+                    source_latent = finished[source:source + 1]
+                    hints = torch.cat([self.source_hint(source_latent, scale_index,
+                                                        scale_inputs[scale_index - 1] if scale_index else None)[0]
+                                       for scale_index in range(len(quantizer.scales))])
+                    content = torch.cat([content[:len(hints)] + hints.to(content.dtype), content[len(hints):]])
             span = slice(layout.start, layout.start + content.shape[0])
             placed = self.image_embedder.place(batch.levels[layout.sequence_index, span].to(self.device),
                                                batch.grid_positions[layout.sequence_index, span].to(self.device))
             inputs.append(self.image_embedder.combine(content, placed))
         return inputs
 
-    def embed(self, batch: ProcessedBatch, tokens: HybridTokens | None) -> torch.Tensor:
-        """(B, L, hidden) decoder inputs: text embeddings with every image's blocks put in place."""
+    def embed(self, batch: ProcessedBatch, tokens: HybridTokens | None, unhinted: set[int] = frozenset()
+              ) -> torch.Tensor:
+        """(B, L, hidden) decoder inputs: text embeddings with every image's blocks put in place
+        (`unhinted`: drawn images that get no source hint, those whose condition is dropped)."""
         embeddings = self.language_model.get_input_embeddings()(batch.input_ids.to(self.device))
         if tokens is not None:
             embeddings = embeddings.clone()
-            for layout, image_input in zip(batch.images, self.image_inputs(batch, tokens)):
+            for layout, image_input in zip(batch.images, self.image_inputs(batch, tokens, unhinted)):
                 embeddings[layout.sequence_index, layout.start:layout.start + image_input.shape[0]] = \
                     image_input.to(embeddings.dtype)
         return embeddings
@@ -229,10 +278,10 @@ class UnifiedVLM(nn.Module):
         """
         if tokens is None:
             tokens = self.image_tokenizer.encode_pixels(batch.pixels.to(self.device)) if len(batch.pixels) else None
-        embeddings = self.embed(batch, tokens)
-        mask = batch.attention_mask(embeddings.dtype)
-        if self.training and self.config.condition_dropout > 0:
-            mask = drop_conditions(self, batch, mask, generator)
+        dropped = dropped_drawings(self, batch, generator) \
+            if self.training and self.config.condition_dropout > 0 else set()
+        embeddings = self.embed(batch, tokens, dropped)
+        mask = blind_drawings(self, batch, batch.attention_mask(embeddings.dtype), dropped)
         hidden = self.run_decoder(embeddings, mask, batch.position_ids)
         text_logits = self.text_logits(hidden) if all_logits else hidden.new_zeros(0)
         metrics: dict[str, torch.Tensor] = {}
@@ -289,13 +338,14 @@ class UnifiedVLM(nn.Module):
             cache.key_visible[:, -length:] &= query_until >= cache.next_block[:, None]
         return hidden
 
-    def image_block_embeddings(self, level: int, latent_BCHW: torch.Tensor | None, batch_size: int = 1
-                               ) -> torch.Tensor:
+    def image_block_embeddings(self, level: int, latent_BCHW: torch.Tensor | None, batch_size: int = 1,
+                               hint: torch.Tensor | None = None) -> torch.Tensor:
         """(B, s * s, hidden) inputs of one image block.
 
         Level 0 (the 1x1 first scale) is the learned start vector; scale k > 0 takes the
         running discrete sum at its size (`MultiScaleQuantizer.next_scale_input`); level K,
-        the final block, takes the finished latent (discrete sum + residual).
+        the final block, takes the finished latent (discrete sum + residual). A scale block
+        adds `hint` (`source_hint`) to its content, as teacher forcing does.
         """
         scales = self.image_tokenizer.config.scales
         if not 0 <= level <= len(scales):
@@ -308,6 +358,8 @@ class UnifiedVLM(nn.Module):
                 got = None if latent_BCHW is None else tuple(latent_BCHW.shape)
                 raise ValueError(f"level {level} needs a latent of size {size}x{size}, got {got}")
             content = self.image_embedder.content(latent_BCHW.to(self.device).flatten(2).transpose(1, 2))
+        if hint is not None:
+            content = content + hint.to(content.dtype)
         centres = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
         grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).view(-1, 2)
         levels = torch.full((size * size,), level, dtype=torch.long, device=self.device)
