@@ -277,8 +277,9 @@ def _other_words_lines(results: dict) -> list[str]:
             f"(`{DRAW_REQUESTS[0]}`, ...; the control) and in other words than the training data's "
             f"(`{geneval.OTHER_WORDINGS[0]}`, ...), alone (direct) or after a chat opener (mid-chat, "
             f"`{geneval.CHAT_REQUESTS[0]}`): trained phrasing {values['trained']:.2f}, direct "
-            f"{values['direct']:.2f}, mid-chat {values['mid_chat']:.2f}; drew an image "
-            f"{values['drew_image']:.2f}.", ""]
+            f"{values['direct']:.2f}, mid-chat {values['mid_chat']:.2f}; in the training phrasing "
+            f"again as the next request after drawing another shape (a new drawing, not an edit) "
+            f"{values.get('after_drawing', float('nan')):.2f}; drew an image {values['drew_image']:.2f}.", ""]
 
 
 def report(results: dict, command: str) -> str:

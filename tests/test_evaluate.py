@@ -36,15 +36,21 @@ def test_other_words_prompts_use_no_training_phrasing_and_check_kind_and_colour(
     from worlds.shapes import COLOURS, DRAW_REQUESTS
 
     cases = geneval.other_words_prompts(evaluate.EvalSettings(geneval_prompts=12))
-    assert [wording for wording, _, _ in cases] == ["trained"] * 12 + ["direct"] * 12 + ["mid_chat"] * 12
-    assert [shape for _, shape, _ in cases[:12]] == [shape for _, shape, _ in cases[12:24]]
+    assert [wording for wording, _, _ in cases] == \
+        ["trained"] * 12 + ["direct"] * 12 + ["mid_chat"] * 12 + ["after_drawing"] * 12
+    assert [shape for _, shape, _ in cases[:12]] == [shape for _, shape, _ in cases[12:24]] \
+        == [shape for _, shape, _ in cases[36:]]
     for wording, shape, conversation in cases:
         subject = f"{'an' if shape.colour == 'orange' else 'a'} {shape.colour} {shape.kind}"
         trained = {template.format(subject) for template in DRAW_REQUESTS}
         assert subject in conversation[-1]["content"]
-        assert (conversation[-1]["content"] in trained) == (wording == "trained")
-        assert len(conversation) == (3 if wording == "mid_chat" else 1)
-        assert not {message["content"] for message in conversation} & {opener for opener, _ in chats.OPENERS}
+        assert (conversation[-1]["content"] in trained) == (wording in ("trained", "after_drawing"))
+        assert len(conversation) == (3 if wording in ("mid_chat", "after_drawing") else 1)
+        if wording == "after_drawing":  # the earlier drawing is another kind in another colour
+            earlier = conversation[1]["content"][1]["image"]
+            assert not geneval.check("colours", [shape], earlier)
+            assert conversation[0]["content"] not in trained
+        assert not {str(message["content"]) for message in conversation} & {opener for opener, _ in chats.OPENERS}
         assert geneval.shape_as_asked(shape, render([shape]))
         other_colour = next(colour for colour in COLOURS if colour != shape.colour)
         assert not geneval.shape_as_asked(shape, render([replace(shape, colour=other_colour)]))
@@ -174,7 +180,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     assert (out / "results" / "geneval.png").stat().st_size > 1000
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
-    assert set(results["geneval"]["other_words"]) == {"trained", "direct", "mid_chat", "overall", "drew_image"}
+    assert set(results["geneval"]["other_words"]) == \
+        {"trained", "direct", "mid_chat", "after_drawing", "overall", "drew_image"}
     assert "asked for in other words" in text
     asked = sum(values["questions"] for values in results["vqa_by_kind"].values())
     assert asked == results["settings"]["vqa_questions"] == 3

@@ -101,6 +101,26 @@ def test_shape_drawings_show_exactly_the_shapes_their_prompt_asks_for(tmp_path, 
         assert len(found) == shapes and sorted(shape.kind for shape in found) == asked, prompt
 
 
+def test_a_follow_up_request_asks_for_a_new_drawing_and_gets_exactly_it(tmp_path):
+    from worlds.shapes import SHAPES
+    from worlds.shapes_detector import detect
+
+    with pytest.raises(SystemExit, match="pass --count"):
+        build_main(["followups", "--out", str(tmp_path)])
+    build_main(["followups", "--out", str(tmp_path), "--count", "8", "--seed", "1"])
+    conversations = load_jsonl(tmp_path / "followups.jsonl")
+    assert len(conversations) == 8 and all(len(conversation) == 4 for conversation in conversations)
+    scenes = []
+    for conversation in conversations:
+        for request, reply in (conversation[:2], conversation[2:]):
+            prompt = request["content"][0]["text"]
+            found = detect(Image.open(tmp_path / reply["content"][1]["path"]))
+            asked = sorted(kind for kind in SHAPES for _ in range(prompt.count(f" {kind}")))
+            assert sorted(shape.kind for shape in found) == asked, prompt
+            scenes.append(sorted((shape.kind, shape.colour) for shape in found))
+    assert sum(scenes[index] != scenes[index + 1] for index in range(0, 16, 2)) >= 7  # new drawings, not copies
+
+
 def test_each_step_image_adds_to_the_drawing():
     for procedure in PROCEDURES.values():
         images = step_images(procedure(random.Random(0)))

@@ -5,7 +5,8 @@
 
 KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
 questions about shape scenes), singles (requests to draw one shape), pairs (requests to draw
-two shapes), steps (step-by-step drawing instructions), chats
+two shapes), followups (a drawing, then a new unrelated one in the next turn), steps
+(step-by-step drawing instructions), chats
 (multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
 bigger/smaller/moved/doubled), text (text-only chats answered by the backbone), or default
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from training.builders.chats import chat_conversations
 from training.builders.edits import edit_conversations
 from training.builders.emoji import emoji_conversations
-from training.builders.shapes_chat import shape_drawings, shapes_conversations
+from training.builders.shapes_chat import follow_up_drawings, shape_drawings, shapes_conversations
 from training.builders.steps import steps_conversations
 from worlds.conversation_writer import ConversationWriter
 from worlds.text_chats import text_conversations
@@ -38,6 +39,7 @@ BUILDERS = {
     "shapes": lambda rng, count, args: shapes_conversations(rng, count, args.image_size),
     "singles": lambda rng, count, args: shape_drawings(rng, count, 1, args.image_size),
     "pairs": lambda rng, count, args: shape_drawings(rng, count, 2, args.image_size),
+    "followups": lambda rng, count, args: follow_up_drawings(rng, count, args.image_size),
     "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
     "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
     "edits": lambda rng, count, args: edit_conversations(rng, count, args.image_size, args.split),
@@ -67,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("kind", choices=[*BUILDERS, "default"], help="what to build (see above)")
     parser.add_argument("--out", type=Path, required=True, help="folder for KIND.jsonl and images/KIND/")
     parser.add_argument("--count", type=int, default=None,
-                        help="conversations to build (default: the default mix's count for that kind)")
+                        help="conversations to build (default: the default mix's count for that kind; "
+                             "required for a kind outside it)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed builds the same data")
     parser.add_argument("--image-size", type=int, default=64, help="side of every image in pixels")
     parser.add_argument("--split", choices=("train", "heldout"), default="train",
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     kinds = list(DEFAULT_MIX) if args.kind == "default" else [args.kind]
+    if args.count is None and args.kind not in (*DEFAULT_MIX, "default"):
+        raise SystemExit(f"{args.kind} is not in the default mix, so it has no default count: pass --count N")
     sources = []
     for kind in kinds:
         count = args.count if args.count is not None else DEFAULT_MIX[kind][0]

@@ -124,7 +124,9 @@ CHAT_OPENERS = (("I'm making a birthday card for my sister.", "How lovely! What 
                 ("I'm teaching my son his colours.", "That's a nice thing to do together. How can I help?"),
                 ("We're designing a logo for our club.", "Fun! Tell me what you have in mind."))
 CHAT_REQUESTS = ("Can you draw {} for it?", "Could you make {} for that?", "Would you draw {} for me?")
-WORDINGS = ("trained", "direct", "mid_chat")
+# "after_drawing": the training phrasing again, but as the next request after the model drew
+# another shape (of another kind and colour): a new drawing, not an edit of the earlier one.
+WORDINGS = ("trained", "direct", "mid_chat", "after_drawing")
 
 
 def other_words_prompts(settings: EvalSettings) -> list[tuple[str, Shape, list[dict]]]:
@@ -140,6 +142,15 @@ def other_words_prompts(settings: EvalSettings) -> list[tuple[str, Shape, list[d
                 opener, greeting = rng.choice(CHAT_OPENERS)
                 conversation = [{"role": "user", "content": opener}, {"role": "assistant", "content": greeting},
                                 {"role": "user", "content": rng.choice(CHAT_REQUESTS).format(subject)}]
+            elif wording == "after_drawing":
+                earlier = random_scene(rng, 1)[0]
+                while earlier.kind == shape.kind or earlier.colour == shape.colour:
+                    earlier = random_scene(rng, 1)[0]
+                earlier_subject = f"{article(earlier.colour)} {earlier.colour} {earlier.kind}"
+                drawn = [{"type": "text", "text": "Here it is:"}, {"type": "image", "image": render([earlier])}]
+                conversation = [{"role": "user", "content": rng.choice(DRAW_REQUESTS).format(earlier_subject)},
+                                {"role": "assistant", "content": drawn},
+                                {"role": "user", "content": rng.choice(DRAW_REQUESTS).format(subject)}]
             else:
                 templates = DRAW_REQUESTS if wording == "trained" else OTHER_WORDINGS
                 conversation = [{"role": "user", "content": rng.choice(templates).format(subject)}]
@@ -156,7 +167,8 @@ def other_words(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, res
                 ) -> dict[str, float]:
     """Share of replies that draw exactly one shape of the asked kind and colour, per wording
     ("trained": the training phrasing, the control; "direct": other words; "mid_chat": other
-    words after a chat opener), "overall" (the two in other words) and "drew_image"."""
+    words after a chat opener; "after_drawing": the training phrasing after an earlier drawing
+    of another shape), "overall" (the two in other words) and "drew_image"."""
     cases = other_words_prompts(settings)
     config = image_config(settings, cfg_scale=cfg_scale, residual_steps=residual_steps)
     answers = replies(model, [conversation for _, _, conversation in cases], config, settings.batch_size,

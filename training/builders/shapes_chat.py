@@ -50,3 +50,27 @@ def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int 
         yield [{"role": "user", "content": drawing_prompt(scene, rng)},
                {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
                                                  {"type": "image", "image": render(scene, image_size)}]}]
+
+
+NEXT_REQUEST_OPENINGS = ("", "", "", "Thanks! ", "Great. ", "Now something else. ", "Another one, please. ")
+
+
+def follow_up_drawings(rng: random.Random, count: int, image_size: int = 64) -> Iterator[list[dict]]:
+    """A drawing, then a new, unrelated drawing asked for in the next turn.
+
+    Every other drawing in the mix that follows an image is an edit of it or the next step of
+    it, so a model trained on them took the next request for an edit: after drawing an orange
+    diamond, "Draw a blue circle." gave a blue diamond. Asked after an earlier drawing of another
+    kind and colour, the shipped model drew the shape as asked for 2 of 24 requests, against 9
+    of 24 for the same requests alone (`geneval_other_words`, "after_drawing"). Each scene has
+    one shape, or two a quarter of the time, as the singles and pairs sources draw them.
+    """
+    for _ in range(count):
+        first, second = (random_scene(rng, 2 if rng.random() < 0.25 else 1) for _ in range(2))
+        request = rng.choice(NEXT_REQUEST_OPENINGS) + drawing_prompt(second, rng)
+        yield [{"role": "user", "content": drawing_prompt(first, rng)},
+               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+                                                 {"type": "image", "image": render(first, image_size)}]},
+               {"role": "user", "content": request},
+               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+                                                 {"type": "image", "image": render(second, image_size)}]}]
