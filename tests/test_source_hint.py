@@ -165,3 +165,23 @@ def test_training_gives_a_trained_model_the_hint_and_a_new_one_is_built_with_it(
                         tmp_path / "no-checkpoint")
     assert given.config.source_hint and not given.image_embedder.hint_projection.weight.any()
     assert given.image_embedder.hint_projection.weight.requires_grad
+
+
+def test_the_source_copy_benchmark_finds_every_code_of_an_unchanged_source(tiny_parts, tmp_path):
+    import json
+    import random
+
+    from benchmarks.source_copy import edit_pairs, main, measure
+    from vlm.tokenizer import HybridTokenizer
+
+    tokenizer = HybridTokenizer.from_pretrained(tiny_parts[1]).eval()
+    size = tokenizer.config.image_size
+    pairs = edit_pairs(random.Random(0), 4, size)
+    same = measure(tokenizer, [(source, source) for source, _ in pairs])
+    assert same["same_code_all"] == same["hint_lookup_all"] == 1.0 and same["cells_with_changed_pixels"] == 0
+    edited = measure(tokenizer, pairs)
+    assert 0 < edited["cells_with_changed_pixels"] < 1 and edited["same_code_all"] < 1
+    main(["--tokenizer", str(tiny_parts[1]), "--pairs", "3", "--json", str(tmp_path / "copy.json")])
+    assert json.loads((tmp_path / "copy.json").read_text())["steps"]["pairs"] == 3
+    with pytest.raises(SystemExit):
+        main(["--tokenizer", str(tiny_parts[1]), "--pairs", "0"])
