@@ -28,20 +28,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vlm.configuration import IMAGE_TOKENIZER_DIR
 from vlm.image_io import images_to_tensor
 from vlm.quantizer import RunningSum
-from vlm.tokenizer import HybridTokenizer, packaged_tokenizer
-from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH
+from vlm.tokenizer import HybridTokenizer
+from vlm.unified_model import CONFIG_NAME, DEFAULT_MODEL_PATH, model_tokenizer_folder
 from worlds.scene_edits import random_edit
 from worlds.shapes import random_scene, render
 from worlds.step_drawings import PROCEDURES, step_images
 
 
-def default_model_tokenizer() -> Path:
-    """The tokenizer the shipped model was trained on: a packaged one it names, or its own copy."""
+def default_model_tokenizer() -> Path | None:
+    """The tokenizer the shipped model was trained on."""
     name = json.loads((DEFAULT_MODEL_PATH / CONFIG_NAME).read_text())["image_tokenizer"]
-    return packaged_tokenizer(name) or DEFAULT_MODEL_PATH / IMAGE_TOKENIZER_DIR
+    return model_tokenizer_folder(DEFAULT_MODEL_PATH, name)
 
 
 def edit_pairs(rng: random.Random, count: int, size: int) -> list[tuple]:

@@ -43,6 +43,13 @@ BACKBONE_WEIGHTS_NAME = "backbone.safetensors"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "pretrained" / "model"
 
 
+def model_tokenizer_folder(directory: Path, name: str) -> Path | None:
+    """The image tokenizer of a model folder: its own copy, else the packaged tokenizer its config
+    names (a model may name one instead of carrying a copy; the default model does); None if neither."""
+    own = directory / IMAGE_TOKENIZER_DIR
+    return own if own.is_dir() else packaged_tokenizer(name)
+
+
 @dataclass
 class UnifiedOutput:
     """Logits and losses of one forward pass."""
@@ -427,13 +434,10 @@ class UnifiedVLM(nn.Module):
         if not isinstance(config.vocab_size, int):
             raise CheckpointError(f"'{config_path}' is not a hybrid-vlm config (no vocab_size)")
         defaults = sampling_defaults.read(directory)  # a bad file fails before the backbone loads
-        tokenizer_dir: Path | None = directory / IMAGE_TOKENIZER_DIR
-        if not tokenizer_dir.is_dir():
-            # A model may name a tokenizer shipped in the package instead of carrying a copy (the default model does).
-            tokenizer_dir = packaged_tokenizer(config.image_tokenizer)
-            if tokenizer_dir is None:
-                raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder and names no packaged "
-                                      f"tokenizer ({', '.join(PACKAGED_TOKENIZERS)}): '{config.image_tokenizer}'")
+        tokenizer_dir = model_tokenizer_folder(directory, config.image_tokenizer)
+        if tokenizer_dir is None:
+            raise CheckpointError(f"'{directory}' has no {IMAGE_TOKENIZER_DIR}/ folder and names no packaged "
+                                  f"tokenizer ({', '.join(PACKAGED_TOKENIZERS)}): '{config.image_tokenizer}'")
         model = cls.from_backbone(config, tokenizer_dir, dtype)
         expected_fingerprint = config.image_tokenizer_fingerprint
         actual_fingerprint = model.image_tokenizer.fingerprint()
