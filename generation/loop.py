@@ -48,6 +48,8 @@ from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
 
+# (kind, logits): "text" (rows choosing a text token), and per drawn scale "image" (conditional),
+# "image_unconditional" (guidance's blind branch, when it runs) and "image_guided" (what is sampled from).
 LogitsHook = Callable[[str, torch.Tensor], None]
 # (the batch's row indices being drawn, scale index, the sampled (rows, s, s) codes) -> the codes to
 # keep: lets a benchmark hold some scales at known codes and see what the model draws from them.
@@ -297,6 +299,7 @@ class InterleavedGenerator:
                     logits = logits_both[:count]
                     self._hook("image", logits)
                     if guided:
+                        self._hook("image_unconditional", logits_both[count:])
                         ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
                         logits = guide(logits, logits_both[count:], (config.cfg_scale - 1) * ramp)
                         self._hook("image_guided", logits)

@@ -1,0 +1,192 @@
+"""Does the model know its good drawings? GenEval drawn N times per prompt, best of N picked by the model's own scores.
+
+    python -m benchmarks.best_of_n                                  # the shipped model, 4 drawings per prompt
+    python -m benchmarks.best_of_n --model runs/mine/model --candidates 4 --prompts 24 --json out.json
+
+Every GenEval prompt of the evaluation (its prompts, sampling and per-batch seeds) is drawn N
+times: drawing k uses the evaluation's seed + k * 1000, so drawing 0 is the evaluation's own.
+Each drawing is scored by the model that drew it, from the logits it sampled its codes from:
+
+- `conditional`: log p(codes | conversation), summed over the image's codes;
+- `guided`: the same under classifier-free guidance (the distribution the codes were drawn from);
+- `pmi`: log p(codes | conversation) - log p(codes | nothing), the pointwise mutual information
+  of the drawing and the request, which guidance sharpens and which CLIP-style reranking scores
+  with a second model; here the unconditional branch guidance runs anyway gives it for free.
+
+Per category it prints the first drawing's pass rate (the evaluation's number), the mean over
+the N drawings (GenEval less bound to one seed), the pass rate when the best of N by each score
+is kept, and the oracle (any of the N passes: what a perfect picker would reach). A score worth
+shipping as a best-of-N default would have to land clearly above the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from benchmarks.evaluation import geneval
+from benchmarks.evaluation.common import EvalSettings, image_config
+from chat.quiet import add_dtype_flag
+from generation import GenerationConfig, ImageFinished, stream_generate
+from vlm.backbone import resolve_dtype
+from vlm.unified_model import UnifiedVLM
+
+logger = logging.getLogger(__name__)
+
+SCORES = ("conditional", "guided", "pmi")
+SEED_STRIDE = 1000  # drawing k of a batch uses the evaluation's seed + k * SEED_STRIDE
+
+
+class CodeScores:
+    """Sums, per batch row, the log-probabilities of the codes a drawing sampled: pass `logits_hook`
+    and `code_hook` to `stream_generate`. Needs guidance's unconditional branch (cfg_scale != 1)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, float]] = {}
+        self._logits: dict[str, torch.Tensor] = {}
+
+    def logits_hook(self, kind: str, logits: torch.Tensor) -> None:
+        if kind.startswith("image"):
+            self._logits[kind] = logits.float()
+
+    def code_hook(self, rows: list[int], scale_index: int, codes: torch.Tensor) -> torch.Tensor:
+        if "image_unconditional" not in self._logits:
+            raise ValueError("scoring a drawing needs guidance's unconditional branch: use a cfg_scale other than 1")
+        flat = codes.flatten(1)[..., None]  # (rows, s * s, 1)
+        picked = {kind: torch.log_softmax(self._logits[f"image{suffix}"], -1).gather(-1, flat)[..., 0].sum(-1)
+                  for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
+                                       ("guided", "_guided"))}
+        for position, row in enumerate(rows):
+            totals = self.rows.setdefault(row, dict.fromkeys(SCORES, 0.0))
+            totals["conditional"] += picked["conditional"][position].item()
+            totals["guided"] += picked["guided"][position].item()
+            totals["pmi"] += (picked["conditional"][position] - picked["unconditional"][position]).item()
+        self._logits.clear()
+        return codes
+
+
+def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationConfig
+                    ) -> list[tuple[Image.Image | None, dict[str, float]]]:
+    """One generation run over `prompts`: each row's first drawing and its scores (None and None
+    scores where the row drew nothing)."""
+    scores = CodeScores()
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    images: dict[int, Image.Image] = {}
+    for event in stream_generate(model, conversations, config, logits_hook=scores.logits_hook,
+                                 code_hook=scores.code_hook):
+        if isinstance(event, ImageFinished) and event.sequence not in images:
+            images[event.sequence] = event.image
+    return [(images.get(row), scores.rows[row] if row in images else dict.fromkeys(SCORES))
+            for row in range(len(prompts))]
+
+
+def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, candidates: int) -> list[dict]:
+    """Per GenEval prompt: its category and, per drawing, whether it passed, whether it drew, its scores."""
+    cases = geneval.prompts(settings)
+    results = []
+    for first in tqdm(range(0, len(cases), settings.batch_size), desc="best of n", leave=False):
+        batch = cases[first:first + settings.batch_size]
+        prompts = [geneval.prompt_for(scene) for _, scene in batch]
+        draws: list[list[dict]] = [[] for _ in batch]
+        for k in range(candidates):
+            seeded = replace(config, seed=config.seed + first + k * SEED_STRIDE)
+            for row, ((category, scene), (image, scores)) in enumerate(zip(batch, scored_drawings(
+                    model, prompts, seeded))):
+                draws[row].append({"passed": geneval.check(category, scene, image), "drew": image is not None,
+                                   **scores})
+        results += [{"category": category, "draws": row_draws} for (category, _), row_draws in zip(batch, draws)]
+    return results
+
+
+def picked(draws: list[dict], score: str) -> bool:
+    """Whether the drawing with the highest score passed (drawings that are missing never win)."""
+    return max(draws, key=lambda draw: (draw["drew"], draw[score] if draw["drew"] else 0.0))["passed"]
+
+
+def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Per category and overall (the mean of the categories, as GenEval's overall)."""
+    table = {}
+    for category in geneval.CATEGORIES:
+        rows = [result["draws"] for result in results if result["category"] == category]
+        if not rows:
+            continue
+        table[category] = {
+            "first": sum(draws[0]["passed"] for draws in rows) / len(rows),
+            "mean": sum(sum(draw["passed"] for draw in draws) / len(draws) for draws in rows) / len(rows),
+            **{f"best_{score}": sum(picked(draws, score) for draws in rows) / len(rows) for score in SCORES},
+            "oracle": sum(any(draw["passed"] for draw in draws) for draws in rows) / len(rows),
+        }
+    columns = next(iter(table.values())).keys() if table else []
+    table["overall"] = {column: sum(row[column] for row in table.values()) / len(table) for column in columns}
+    return table
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.best_of_n", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    parser.add_argument("--candidates", type=int, default=4, help="drawings per prompt (N >= 2)")
+    parser.add_argument("--prompts", type=int, default=24, help="prompts per GenEval category (the evaluation's 24)")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed (prompts and drawing 0)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="guidance (default: the model's saved default); must not be 1, since the scores "
+                             "need the unconditional branch")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generation run")
+    add_dtype_flag(parser)
+    parser.add_argument("--json", type=Path, default=None, help="write the table and every drawing's scores here")
+    args = parser.parse_args(argv)
+    for name, least in (("candidates", 2), ("prompts", 1), ("batch_size", 1)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
+    if args.cfg_scale is not None and (args.cfg_scale == 1.0 or args.cfg_scale < 0):
+        parser.error(f"--cfg-scale must be >= 0 and not 1 (the scores need the unconditional branch), "
+                     f"got {args.cfg_scale:g}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from chat.session import load_chat_model_and_source
+
+    model, source = load_chat_model_and_source(args.model, resolve_dtype(args.dtype), args.int8)
+    defaults = GenerationConfig.for_model(model, **({} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}))
+    if defaults.cfg_scale == 1.0:
+        raise SystemExit(f"{source} draws with cfg_scale 1 by default; give --cfg-scale (not 1): the scores need "
+                         "the unconditional branch")
+    settings = EvalSettings(seed=args.seed, batch_size=args.batch_size, geneval_prompts=args.prompts)
+    config = image_config(settings, cfg_scale=defaults.cfg_scale, residual_steps=defaults.residual_steps,
+                          image_temperature=defaults.image_temperature, image_top_k=defaults.image_top_k,
+                          image_top_p=defaults.image_top_p)
+    started = time.time()
+    results = run(model, settings, config, args.candidates)
+    table = summarise(results)
+    seconds = time.time() - started
+    print(f"GenEval drawn {args.candidates} times per prompt ({args.prompts} per category, seed {args.seed}, "
+          f"cfg {config.cfg_scale:g}, {config.residual_steps} residual steps), {source}, {seconds:.0f} s\n")
+    columns = list(table["overall"])
+    print("| category | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for category, row in table.items():
+        print(f"| {category} | " + " | ".join(f"{row[column]:.3f}" for column in columns) + " |")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": source, "candidates": args.candidates, "prompts": args.prompts,
+                                         "seed": args.seed, "cfg_scale": config.cfg_scale,
+                                         "residual_steps": config.residual_steps, "seconds": seconds,
+                                         "table": table, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""benchmarks.best_of_n: a drawing's own scores are its codes' real log-likelihoods, drawing 0
+is the evaluation's drawing, and the table picks and averages as it says."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import best_of_n
+from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
+from generation import GenerationConfig
+from tests.tiny_vlm import force_one_image, perturbed, tiny_model
+from vlm.teacher_forcing import blind_drawings, dropped_drawings
+
+PROMPT = "Draw a red circle."
+
+
+@pytest.fixture
+def drawer(tiny_parts):
+    """A tiny model that draws one image at the start of every generation run."""
+    model = force_one_image(perturbed(tiny_model(tiny_parts)))
+    start = model.start_decoding
+
+    def start_decoding(*args, **kwargs):
+        model.reset_script()
+        return start(*args, **kwargs)
+
+    model.start_decoding = start_decoding
+    return model
+
+
+def code_log_likelihood(logits, codes) -> float:
+    flat = torch.cat([scale_codes.flatten() for scale_codes in codes])
+    return torch.log_softmax(logits.float(), -1).gather(-1, flat[:, None]).sum().item()
+
+
+def test_scores_are_the_drawn_codes_log_likelihood_with_and_without_the_request(drawer):
+    config = GenerationConfig(max_images=1, max_new_tokens=2, residual_steps=0, cfg_scale=3.0, seed=4)
+    [(image, scores)] = best_of_n.scored_drawings(drawer, [PROMPT], config)
+    [reply] = replies(drawer, [[{"role": "user", "content": PROMPT}]], config, 1, "same seed")
+    tokens = reply.image_tokens[0]
+    assert image.tobytes() == first_image(reply).tobytes()  # the scoring hooks change nothing drawn
+    conversation = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": [
+        {"type": "image", "image": image}]}]
+    batch = drawer.processor(conversation)
+    count = sum(side * side for side in drawer.image_tokenizer.config.scales)
+    start = batch.images[0].start
+    with torch.no_grad():
+        conditional = drawer(batch, tokens).image_logits[:count]
+        blind = dropped_drawings(drawer, batch, None, 1.0)
+        hidden = drawer.run_decoder(drawer.embed(batch, tokens, blind),
+                                    blind_drawings(drawer, batch, batch.attention_mask(), blind), batch.position_ids)
+        unconditional = drawer.image_head(hidden[0, start:start + count])
+    expected = code_log_likelihood(conditional, tokens.codes)
+    assert scores["conditional"] == pytest.approx(expected, abs=1e-2)
+    assert scores["pmi"] == pytest.approx(expected - code_log_likelihood(unconditional, tokens.codes), abs=2e-2)
+    assert scores["guided"] < 0 and scores["pmi"] != 0
+
+
+def test_scoring_without_guidance_is_refused_naming_the_setting(drawer):
+    config = GenerationConfig(max_images=1, max_new_tokens=2, residual_steps=0, cfg_scale=1.0, seed=4)
+    with pytest.raises(ValueError, match="cfg_scale other than 1"):
+        best_of_n.scored_drawings(drawer, [PROMPT], config)
+
+
+def test_drawing_zero_is_the_evaluation_s_own_and_later_ones_differ(drawer):
+    settings = EvalSettings(geneval_prompts=1, batch_size=3)
+    config = image_config(settings, residual_steps=0)
+    results = best_of_n.run(drawer, settings, config, 2)
+    assert [result["category"] for result in results] == list(best_of_n.geneval.CATEGORIES)
+    assert all(len(result["draws"]) == 2 and all(draw["drew"] for draw in result["draws"]) for result in results)
+    prompts = [best_of_n.geneval.prompt_for(scene) for _, scene in best_of_n.geneval.prompts(settings)]
+    evaluation = replies(drawer, [[{"role": "user", "content": prompt}] for prompt in prompts], config, 3, "eval")
+    drawn = [image for first in (0, 3) for image, _ in best_of_n.scored_drawings(
+        drawer, prompts[first:first + 3], config.__class__(**{**config.__dict__, "seed": config.seed + first}))]
+    assert [image.tobytes() for image in drawn] == [first_image(reply).tobytes() for reply in evaluation]
+    assert [result["draws"][0]["conditional"] for result in results] != \
+        [result["draws"][1]["conditional"] for result in results]
+
+
+def test_the_table_averages_picks_by_each_score_and_counts_any_pass():
+    def draw(passed, conditional, pmi, drew=True):
+        return {"passed": passed, "drew": drew, "conditional": conditional if drew else None,
+                "guided": 0.0 if drew else None, "pmi": pmi if drew else None}
+
+    results = [
+        {"category": "single_object", "draws": [draw(False, -1.0, 5.0), draw(True, -2.0, 1.0)]},
+        {"category": "single_object", "draws": [draw(False, 0.0, 0.0, drew=False), draw(False, -9.0, -9.0)]},
+        {"category": "colours", "draws": [draw(True, -3.0, 0.0), draw(True, -1.0, 2.0)]},
+    ]
+    table = best_of_n.summarise(results)
+    assert table["single_object"] == {"first": 0.0, "mean": 0.25, "best_conditional": 0.0, "best_guided": 0.0,
+                                      "best_pmi": 0.0, "oracle": 0.5}
+    assert table["colours"]["mean"] == table["colours"]["oracle"] == table["colours"]["best_pmi"] == 1.0
+    assert table["overall"]["mean"] == pytest.approx((0.25 + 1.0) / 2)  # categories weigh alike, as GenEval's
+    assert best_of_n.picked([draw(True, 0.0, 0.0, drew=False), draw(False, -5.0, -5.0)], "pmi") is False
+
+
+def test_the_cli_checks_its_flags(capsys):
+    for flags, message in ((["--candidates", "1"], "--candidates must be >= 2"),
+                           (["--prompts", "0"], "--prompts must be >= 1"),
+                           (["--batch-size", "0"], "--batch-size must be >= 1"),
+                           (["--cfg-scale", "1"], "not 1")):
+        with pytest.raises(SystemExit):
+            best_of_n.parse_args(flags)
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_cli_prints_the_table_and_writes_every_drawing(tiny_parts, tmp_path, capsys):
+    model = perturbed(tiny_model(tiny_parts))
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "best.json"
+    assert best_of_n.main(["--model", str(tmp_path / "model"), "--candidates", "2", "--prompts", "1",
+                           "--batch-size", "6", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| overall |" in printed and "best_pmi" in printed
+    written = json.loads(out.read_text())
+    assert len(written["results"]) == 6 and all(len(result["draws"]) == 2 for result in written["results"])
+    assert all(0.0 <= value <= 1.0 for row in written["table"].values() for value in row.values())
+    assert all(math.isfinite(draw["pmi"]) for result in written["results"] for draw in result["draws"] if draw["drew"])
