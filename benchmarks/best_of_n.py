@@ -4,11 +4,14 @@
     python -m benchmarks.best_of_n --model runs/mine/model --candidates 4 --prompts 24 --json out.json
 
 Every GenEval prompt of the evaluation (its prompts, sampling and per-batch seeds) is drawn N
-times: drawing k uses the evaluation's seed + k * 1000, so drawing 0 is the evaluation's own.
-Each drawing is scored by the model that drew it, from the logits it sampled its codes from:
+times: drawing k uses the evaluation's seed + k * 1,000,000, so drawing 0 is the evaluation's own
+(with the evaluation's batch size, 8: rows of a batch share one noise stream, so another
+`--batch-size` changes every drawing). Each drawing is scored by the model that drew it, from
+the logits it sampled its codes from (before temperature, top-k and top-p):
 
-- `conditional`: log p(codes | conversation), summed over the image's codes;
-- `guided`: the same under classifier-free guidance (the distribution the codes were drawn from);
+- `conditional`: log p(codes | conversation), summed over the image's codes (the conversation
+  is the request and any words the reply wrote before the image);
+- `guided`: the same under classifier-free guidance;
 - `pmi`: log p(codes | conversation) - log p(codes | nothing), the pointwise mutual information
   of the drawing and the request, which guidance sharpens and which CLIP-style reranking scores
   with a second model; here the unconditional branch guidance runs anyway gives it for free.
@@ -43,7 +46,7 @@ from vlm.unified_model import UnifiedVLM
 logger = logging.getLogger(__name__)
 
 SCORES = ("conditional", "guided", "pmi")
-SEED_STRIDE = 1000  # drawing k of a batch uses the evaluation's seed + k * SEED_STRIDE
+SEED_STRIDE = 1_000_000  # drawing k of a batch uses the evaluation's seed + k * SEED_STRIDE
 
 
 class CodeScores:
@@ -62,22 +65,24 @@ class CodeScores:
         if "image_unconditional" not in self._logits:
             raise ValueError("scoring a drawing needs guidance's unconditional branch: use a cfg_scale other than 1")
         flat = codes.flatten(1)[..., None]  # (rows, s * s, 1)
-        picked = {kind: torch.log_softmax(self._logits[f"image{suffix}"], -1).gather(-1, flat)[..., 0].sum(-1)
+        log_probs = {kind: torch.log_softmax(self._logits[f"image{suffix}"], -1).gather(-1, flat)[..., 0].sum(-1)
                   for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
                                        ("guided", "_guided"))}
         for position, row in enumerate(rows):
             totals = self.rows.setdefault(row, dict.fromkeys(SCORES, 0.0))
-            totals["conditional"] += picked["conditional"][position].item()
-            totals["guided"] += picked["guided"][position].item()
-            totals["pmi"] += (picked["conditional"][position] - picked["unconditional"][position]).item()
+            totals["conditional"] += log_probs["conditional"][position].item()
+            totals["guided"] += log_probs["guided"][position].item()
+            totals["pmi"] += (log_probs["conditional"][position] - log_probs["unconditional"][position]).item()
         self._logits.clear()
         return codes
 
 
 def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationConfig
                     ) -> list[tuple[Image.Image | None, dict[str, float]]]:
-    """One generation run over `prompts`: each row's first drawing and its scores (None and None
-    scores where the row drew nothing)."""
+    """One generation run over `prompts`: each row's drawing and its scores (None and None scores
+    where the row drew nothing). One image per reply, so the scores are that image's."""
+    if config.max_images != 1:
+        raise ValueError(f"scored drawings are one image per reply; max_images is {config.max_images}")
     scores = CodeScores()
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
     images: dict[int, Image.Image] = {}
@@ -92,6 +97,9 @@ def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationCon
 def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, candidates: int) -> list[dict]:
     """Per GenEval prompt: its category and, per drawing, whether it passed, whether it drew, its scores."""
     cases = geneval.prompts(settings)
+    if config.seed is None or len(cases) >= SEED_STRIDE:
+        raise ValueError(f"drawings need a fixed seed and fewer than {SEED_STRIDE} prompts "
+                         f"(seed {config.seed}, {len(cases)} prompts)")
     results = []
     for first in tqdm(range(0, len(cases), settings.batch_size), desc="best of n", leave=False):
         batch = cases[first:first + settings.batch_size]
@@ -103,7 +111,8 @@ def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, can
                     model, prompts, seeded))):
                 draws[row].append({"passed": geneval.check(category, scene, image), "drew": image is not None,
                                    **scores})
-        results += [{"category": category, "draws": row_draws} for (category, _), row_draws in zip(batch, draws)]
+        results += [{"category": category, "prompt": prompt, "draws": row_draws}
+                    for (category, _), prompt, row_draws in zip(batch, prompts, draws)]
     return results
 
 
@@ -141,7 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg-scale", type=float, default=None,
                         help="guidance (default: the model's saved default); must not be 1, since the scores "
                              "need the unconditional branch")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generation run")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="prompts per generation run (the evaluation's 8; another size changes every drawing)")
     add_dtype_flag(parser)
     parser.add_argument("--json", type=Path, default=None, help="write the table and every drawing's scores here")
     args = parser.parse_args(argv)

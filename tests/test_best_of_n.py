@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,48 +38,71 @@ def code_log_likelihood(logits, codes) -> float:
     return torch.log_softmax(logits.float(), -1).gather(-1, flat[:, None]).sum().item()
 
 
-def test_scores_are_the_drawn_codes_log_likelihood_with_and_without_the_request(drawer):
-    config = GenerationConfig(max_images=1, max_new_tokens=2, residual_steps=0, cfg_scale=3.0, seed=4)
-    [(image, scores)] = best_of_n.scored_drawings(drawer, [PROMPT], config)
-    [reply] = replies(drawer, [[{"role": "user", "content": PROMPT}]], config, 1, "same seed")
-    tokens = reply.image_tokens[0]
-    assert image.tobytes() == first_image(reply).tobytes()  # the scoring hooks change nothing drawn
-    conversation = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": [
+def teacher_forced(model, prompt, image, tokens):
+    """The drawing's code logits read back by full forwards: with the request, and blind."""
+    conversation = [{"role": "user", "content": prompt}, {"role": "assistant", "content": [
         {"type": "image", "image": image}]}]
-    batch = drawer.processor(conversation)
-    count = sum(side * side for side in drawer.image_tokenizer.config.scales)
+    batch = model.processor(conversation)
+    count = sum(side * side for side in model.image_tokenizer.config.scales)
     start = batch.images[0].start
     with torch.no_grad():
-        conditional = drawer(batch, tokens).image_logits[:count]
-        blind = dropped_drawings(drawer, batch, None, 1.0)
-        hidden = drawer.run_decoder(drawer.embed(batch, tokens, blind),
-                                    blind_drawings(drawer, batch, batch.attention_mask(), blind), batch.position_ids)
-        unconditional = drawer.image_head(hidden[0, start:start + count])
-    expected = code_log_likelihood(conditional, tokens.codes)
-    assert scores["conditional"] == pytest.approx(expected, abs=1e-2)
-    assert scores["pmi"] == pytest.approx(expected - code_log_likelihood(unconditional, tokens.codes), abs=2e-2)
-    assert scores["guided"] < 0 and scores["pmi"] != 0
+        conditional = model(batch, tokens).image_logits[:count]
+        blind = dropped_drawings(model, batch, None, 1.0)
+        hidden = model.run_decoder(model.embed(batch, tokens, blind),
+                                   blind_drawings(model, batch, batch.attention_mask(), blind), batch.position_ids)
+        unconditional = model.image_head(hidden[0, start:start + count])
+    return conditional, unconditional
 
 
-def test_scoring_without_guidance_is_refused_naming_the_setting(drawer):
-    config = GenerationConfig(max_images=1, max_new_tokens=2, residual_steps=0, cfg_scale=1.0, seed=4)
-    with pytest.raises(ValueError, match="cfg_scale other than 1"):
+def test_each_row_s_scores_are_its_codes_log_likelihoods_with_and_without_the_request(drawer):
+    prompts = [PROMPT, "Draw two blue stars."]
+    config = GenerationConfig(max_images=1, max_new_tokens=2, residual_steps=0, cfg_scale=3.0, seed=4)
+    scored = best_of_n.scored_drawings(drawer, prompts, config)
+    evaluation = replies(drawer, [[{"role": "user", "content": prompt}] for prompt in prompts], config, 2, "same")
+    scales = drawer.image_tokenizer.config.scales
+    ramps = torch.cat([torch.full((side * side,), (config.cfg_scale - 1) * index / (len(scales) - 1))
+                       for index, side in enumerate(scales)])[:, None]
+    for prompt, (image, scores), reply in zip(prompts, scored, evaluation):
+        assert image.tobytes() == first_image(reply).tobytes()  # the scoring hooks change nothing drawn
+        tokens = reply.image_tokens[0]
+        conditional, unconditional = teacher_forced(drawer, prompt, image, tokens)
+        expected = code_log_likelihood(conditional, tokens.codes)
+        assert scores["conditional"] == pytest.approx(expected, abs=1e-2)
+        assert scores["pmi"] == pytest.approx(expected - code_log_likelihood(unconditional, tokens.codes), abs=2e-2)
+        guided = (1 + ramps) * conditional.float() - ramps * unconditional.float()
+        assert scores["guided"] == pytest.approx(code_log_likelihood(guided, tokens.codes), abs=2e-2)
+    assert scored[0][1]["conditional"] != scored[1][1]["conditional"]
+
+
+@pytest.mark.parametrize("settings, message", [({"cfg_scale": 1.0}, "cfg_scale other than 1"),
+                                               ({"max_images": 2}, "one image per reply")])
+def test_scoring_what_it_cannot_score_is_refused_naming_the_setting(drawer, settings, message):
+    config = GenerationConfig(**{"max_images": 1, "max_new_tokens": 2, "residual_steps": 0, "seed": 4, **settings})
+    with pytest.raises(ValueError, match=message):
         best_of_n.scored_drawings(drawer, [PROMPT], config)
 
 
-def test_drawing_zero_is_the_evaluation_s_own_and_later_ones_differ(drawer):
+def test_drawing_zero_is_the_evaluation_s_own_and_drawing_one_differs(drawer, monkeypatch):
     settings = EvalSettings(geneval_prompts=1, batch_size=3)
     config = image_config(settings, residual_steps=0)
+    checked = []
+    check = best_of_n.geneval.check
+    monkeypatch.setattr(best_of_n.geneval, "check", lambda category, scene, image: (
+        checked.append(image), check(category, scene, image))[1])
     results = best_of_n.run(drawer, settings, config, 2)
+    monkeypatch.undo()
     assert [result["category"] for result in results] == list(best_of_n.geneval.CATEGORIES)
     assert all(len(result["draws"]) == 2 and all(draw["drew"] for draw in result["draws"]) for result in results)
-    prompts = [best_of_n.geneval.prompt_for(scene) for _, scene in best_of_n.geneval.prompts(settings)]
-    evaluation = replies(drawer, [[{"role": "user", "content": prompt}] for prompt in prompts], config, 3, "eval")
-    drawn = [image for first in (0, 3) for image, _ in best_of_n.scored_drawings(
-        drawer, prompts[first:first + 3], config.__class__(**{**config.__dict__, "seed": config.seed + first}))]
-    assert [image.tobytes() for image in drawn] == [first_image(reply).tobytes() for reply in evaluation]
-    assert [result["draws"][0]["conditional"] for result in results] != \
-        [result["draws"][1]["conditional"] for result in results]
+    assert [result["prompt"] for result in results] == [
+        best_of_n.geneval.prompt_for(scene) for _, scene in best_of_n.geneval.prompts(settings)]
+    drawn = {k: [image for first in (0, 6) for image in checked[first + 3 * k:first + 3 * k + 3]] for k in (0, 1)}
+    evaluation = []
+    best_of_n.geneval.run(drawer, settings, settings.cfg_scale, 0,
+                          on_image=lambda category, index, image: evaluation.append(image))
+    assert [image.tobytes() for image in drawn[0]] == [image.tobytes() for image in evaluation]
+    assert [image.tobytes() for image in drawn[1]] != [image.tobytes() for image in evaluation]
+    with pytest.raises(ValueError, match="fixed seed"):
+        best_of_n.run(drawer, settings, replace(config, seed=None), 2)
 
 
 def test_the_table_averages_picks_by_each_score_and_counts_any_pass():
@@ -107,6 +131,14 @@ def test_the_cli_checks_its_flags(capsys):
         with pytest.raises(SystemExit):
             best_of_n.parse_args(flags)
         assert message in capsys.readouterr().err
+
+
+def test_a_model_that_draws_unguided_by_default_is_refused(tiny_parts, tmp_path):
+    model = perturbed(tiny_model(tiny_parts))
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "generation_config.json").write_text(json.dumps({"cfg_scale": 1.0}))
+    with pytest.raises(SystemExit, match="give --cfg-scale"):
+        best_of_n.main(["--model", str(tmp_path / "model")])
 
 
 @pytest.mark.slow
