@@ -66,8 +66,8 @@ class CodeScores:
             raise ValueError("scoring a drawing needs guidance's unconditional branch: use a cfg_scale other than 1")
         flat = codes.flatten(1)[..., None]  # (rows, s * s, 1)
         log_probs = {kind: torch.log_softmax(self._logits[f"image{suffix}"], -1).gather(-1, flat)[..., 0].sum(-1)
-                  for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
-                                       ("guided", "_guided"))}
+                     for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
+                                          ("guided", "_guided"))}
         for position, row in enumerate(rows):
             totals = self.rows.setdefault(row, dict.fromkeys(SCORES, 0.0))
             totals["conditional"] += log_probs["conditional"][position].item()
