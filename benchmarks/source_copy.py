@@ -68,8 +68,7 @@ def measure(tokenizer: HybridTokenizer, pairs: list[tuple]) -> dict:
     targets = images_to_tensor([target for _, target in pairs], size)
     quantizer = tokenizer.quantizer
     source_tokens, target_tokens = tokenizer.encode_pixels(sources), tokenizer.encode_pixels(targets)
-    source_latent = quantizer.codes_to_latent(source_tokens.codes) + source_tokens.residual
-    target_latent = quantizer.codes_to_latent(target_tokens.codes) + target_tokens.residual
+    source_latent, target_latent = tokenizer.latent(source_tokens), tokenizer.latent(target_tokens)
     running = RunningSum(quantizer)
     same, hinted = [], []
     for scale_index, (source_codes, target_codes) in enumerate(zip(source_tokens.codes, target_tokens.codes)):

@@ -237,13 +237,15 @@ class HybridTokenizer(nn.Module):
     def decode_latent(self, latent_BCHW: torch.Tensor) -> torch.Tensor:
         return self.decoder(latent_BCHW.to(self.device)).clamp(-1, 1)
 
+    def latent(self, tokens: HybridTokens, use_residual: bool = True) -> torch.Tensor:
+        """(B, C, h, w): the discrete sum of the codes, plus the residual unless `use_residual=False`."""
+        latent = self.quantizer.codes_to_latent([codes.to(self.device) for codes in tokens.codes])
+        return latent + tokens.residual.to(self.device) if use_residual else latent
+
     @torch.no_grad()
     def decode(self, tokens: HybridTokens, use_residual: bool = True) -> torch.Tensor:
         """Tokens -> (B, 3, S, S) pixels in [-1, 1]; `use_residual=False` is discrete-only decoding."""
-        latent = self.quantizer.codes_to_latent([codes.to(self.device) for codes in tokens.codes])
-        if use_residual:
-            latent = latent + tokens.residual.to(self.device)
-        return self.decode_latent(latent)
+        return self.decode_latent(self.latent(tokens, use_residual))
 
     def decode_to_images(self, tokens: HybridTokens, use_residual: bool = True) -> list[Image.Image]:
         return tensor_to_pil(self.decode(tokens, use_residual))

@@ -180,7 +180,7 @@ class UnifiedVLM(nn.Module):
 
     def finished_latents(self, tokens: HybridTokens) -> torch.Tensor:
         """(N, C, h, w): each image's discrete sum plus residual, what its final block reads."""
-        return self.image_tokenizer.quantizer.codes_to_latent(tokens.codes) + tokens.residual
+        return self.image_tokenizer.latent(tokens)
 
     def last_image_latents(self, batch: ProcessedBatch, tokens: HybridTokens | None) -> list[torch.Tensor | None]:
         """Per row of `batch`, the finished latent (1, C, h, w) of its last image, None without one:
