@@ -46,7 +46,7 @@ from vlm.unified_model import UnifiedVLM
 logger = logging.getLogger(__name__)
 
 SCORES = ("conditional", "guided", "pmi")
-SEED_STRIDE = 1_000_000  # drawing k of a batch uses the evaluation's seed + k * SEED_STRIDE
+SEED_STRIDE = geneval.DRAW_SEED_STRIDE  # drawing k uses the seed `geneval.run` gives its drawing k
 
 
 class CodeScores:

@@ -83,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="nucleus sampling of image codes: one value, or one per scale (default: the "
                              "model's own, else 1 = off)")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
+    parser.add_argument("--geneval-draws", type=_at_least_one, default=None,
+                        help=f"drawings of each GenEval prompt behind the headline hybrid score, which is their "
+                             f"mean (default {EvalSettings.geneval_draws}; 1 is quicker and noisier; drawing 0 "
+                             "is the same whatever N)")
     parser.add_argument("--vqa-questions", type=_at_least_one, default=None,
                         help=f"shapes VQA questions (default {EvalSettings.vqa_questions}); a seed's first N "
                              "are the same questions whatever N, so a shorter run is the start of a longer one")
@@ -144,6 +148,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         settings.batch_size = args.batch_size
     if args.vqa_questions:
         settings.vqa_questions = args.vqa_questions
+    if args.geneval_draws:
+        settings.geneval_draws = args.geneval_draws
     given = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
     if args.residual_steps is not None:
         given["residual_steps"] = args.residual_steps
@@ -164,7 +170,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     if "geneval" in args.tasks:
         samples: list = []
         hybrid = geneval.run(model, settings, settings.cfg_scale, settings.residual_steps,
-                             on_image=lambda category, index, image: samples.append((category, image)))
+                             on_image=lambda category, index, image: samples.append((category, image)),
+                             draws=settings.geneval_draws)
         discrete = geneval.run(model, settings, settings.cfg_scale, 0)
         sweep_settings = replace(settings, geneval_prompts=settings.cfg_sweep_prompts)
         sweep = {f"{scale:g}": geneval.run(model, sweep_settings, scale, settings.residual_steps)
@@ -174,6 +181,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                               "ceiling_hybrid": geneval.ceiling(model.image_tokenizer, settings, use_residual=True),
                               "ceiling_discrete": geneval.ceiling(model.image_tokenizer, settings, use_residual=False)}
         results["geneval_overall"] = hybrid["overall"]
+        if "first_draw" in hybrid:
+            results["geneval_first_draw_overall"] = hybrid["first_draw"]["overall"]
         results["geneval_discrete_overall"] = discrete["overall"]
         results["geneval_other_words"] = other_words["overall"]
         _plot_geneval(results, figures / "geneval.png")
@@ -227,7 +236,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 HEADLINE = [
-    ("geneval_overall", "shapes GenEval overall, hybrid (detector)"),
+    ("geneval_overall", "shapes GenEval overall, hybrid (detector; the mean over the drawings of each prompt)"),
+    ("geneval_first_draw_overall", "shapes GenEval overall, hybrid, drawing 0 alone (the one-drawing number)"),
     ("geneval_discrete_overall", "shapes GenEval overall, discrete only"),
     ("geneval_other_words", "one shape asked for in other words than training's, alone or mid-chat (hybrid)"),
     ("emoji_top1", "emoji text-to-image top-1, held-out emoji (classifier)"),
@@ -291,7 +301,12 @@ def report(results: dict, command: str) -> str:
         categories = [*geneval.CATEGORIES, "overall", "drew_image"]
         head = "| setting | " + " | ".join(categories) + " |"
         rows = [head, "|" + "---|" * (len(categories) + 1)]
-        settings = [("hybrid", results["geneval"]["hybrid"]), ("discrete only", results["geneval"]["discrete"]),
+        hybrid = results["geneval"]["hybrid"]
+        draws = hybrid.get("draws", 1)
+        settings = [(f"hybrid, mean of {draws} drawings" if draws > 1 else "hybrid", hybrid),
+                    *([("hybrid, drawing 0 alone (paired with the rows below)", hybrid["first_draw"])]
+                      if draws > 1 else []),
+                    ("discrete only", results["geneval"]["discrete"]),
                     *[(f"hybrid, CFG {scale}", values) for scale, values in results["geneval"]["cfg_sweep"].items()],
                     ("ceiling: tokenizer reconstructions of the true renders, hybrid",
                      results["geneval"]["ceiling_hybrid"]),
@@ -300,7 +315,11 @@ def report(results: dict, command: str) -> str:
             rows.append(f"| {name} | " + " | ".join(f"{values[category]:.2f}" for category in categories) + " |")
         parts += ["## Shapes GenEval", "", f"{results['settings']['geneval_prompts']} prompts per category "
                   f"({results['settings'].get('cfg_sweep_prompts', results['settings']['geneval_prompts'])} "
-                  "per category and scale in the CFG sweep).", "",
+                  "per category and scale in the CFG sweep)"
+                  + (f"; the headline hybrid row draws each prompt {draws} times (drawing k with the seed + "
+                     f"k x {geneval.DRAW_SEED_STRIDE:,}) and is their mean, the other rows draw once "
+                     f"(overall per drawing: {', '.join(f'{value:.3f}' for value in hybrid['overall_per_draw'])})"
+                     if draws > 1 else "") + ".", "",
                   *rows, "", "![GenEval by category and CFG sweep](results/geneval.png)", "",
                   *_other_words_lines(results), "Samples (hybrid, one per prompt, labelled by category):", "",
                   "![GenEval samples](results/geneval_samples.png)", ""]
@@ -360,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
         command += f" --seed {args.seed}"
     if args.vqa_questions:
         command += f" --vqa-questions {args.vqa_questions}"
+    if args.geneval_draws:
+        command += f" --geneval-draws {args.geneval_draws}"
     if args.cfg_scale is not None:
         command += f" --cfg-scale {args.cfg_scale:g}"
     for name in ("image_temperature", "image_top_k", "image_top_p"):

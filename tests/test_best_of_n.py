@@ -105,6 +105,33 @@ def test_drawing_zero_is_the_evaluation_s_own_and_drawing_one_differs(drawer, mo
         best_of_n.run(drawer, settings, replace(config, seed=None), 2)
 
 
+def test_the_evaluation_s_drawings_are_best_of_n_s_and_its_score_is_their_mean(drawer, monkeypatch):
+    settings = EvalSettings(geneval_prompts=1, batch_size=3)
+    seen: list[bytes] = []
+
+    def check(category, scene, image):  # passes on the image's bytes, so the drawings decide the score
+        seen.append(image.tobytes())
+        return sum(image.tobytes()) % 3 == 0
+
+    monkeypatch.setattr(best_of_n.geneval, "check", check)
+    scores = best_of_n.geneval.run(drawer, settings, settings.cfg_scale, 0, draws=2)
+    evaluation, seen[:] = list(seen), []
+    results = best_of_n.run(drawer, settings, image_config(settings, residual_steps=0), 2)
+    # best_of_n draws batch by batch (rows 0-2 twice, then rows 3-5 twice), the evaluation drawing by drawing
+    assert seen[0:3] + seen[6:9] + seen[3:6] + seen[9:12] == evaluation
+    passes = {result["category"]: [draw["passed"] for draw in result["draws"]] for result in results}
+    assert any(len(set(values)) > 1 for values in passes.values())  # the two drawings disagree somewhere
+    for category, values in passes.items():
+        assert scores[category] == sum(values) / 2
+        assert scores["first_draw"][category] == values[0]
+    assert scores["overall_per_draw"] == [sum(values[k] for values in passes.values()) / len(passes) for k in (0, 1)]
+    assert scores["overall"] == sum(scores["overall_per_draw"]) / 2 and scores["draws"] == 2
+    seen[:] = []
+    assert best_of_n.geneval.run(drawer, settings, settings.cfg_scale, 0) == scores["first_draw"]
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        best_of_n.geneval.run(drawer, settings, settings.cfg_scale, 0, draws=0)
+
+
 def test_the_table_averages_picks_by_each_score_and_counts_any_pass():
     def draw(passed, conditional, pmi, drew=True):
         return {"passed": passed, "drew": drew, "conditional": conditional if drew else None,

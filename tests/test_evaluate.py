@@ -147,6 +147,9 @@ def test_a_count_of_vqa_questions_below_one_is_refused_before_loading(tmp_path, 
         evaluate.main(["--model", str(tmp_path / "no model here"), "--vqa-questions", "0", "--out", str(tmp_path)])
     assert "--vqa-questions: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "RESULTS.md").exists()
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(tmp_path / "no model here"), "--geneval-draws", "0", "--out", str(tmp_path)])
+    assert "--geneval-draws: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_image_sampling_flags_reach_every_drawing_and_bad_values_fail_before_loading(tmp_path):
@@ -176,10 +179,15 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
                 "steps_consistency", "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
         assert key in results, key
     assert set(results["geneval"]["cfg_sweep"]) == {"1", "3"}
+    hybrid = results["geneval"]["hybrid"]  # quick draws each prompt twice; the headline is the mean
+    assert hybrid["draws"] == 2 and len(hybrid["overall_per_draw"]) == 2
+    assert results["geneval_overall"] == pytest.approx(sum(hybrid["overall_per_draw"]) / 2)
+    assert results["geneval_first_draw_overall"] == hybrid["first_draw"]["overall"] == hybrid["overall_per_draw"][0]
     assert 0 <= results["geneval_overall"] <= 1
     assert (out / "results" / "geneval.png").stat().st_size > 1000
     text = (out / "RESULTS.md").read_text()
     assert "| measure | value |" in text and "results/geneval.png" in text
+    assert "| hybrid, mean of 2 drawings |" in text and "| hybrid, drawing 0 alone" in text
     assert set(results["geneval"]["other_words"]) == \
         {"trained", "direct", "mid_chat", "after_drawing", "overall", "drew_image"}
     assert "asked for in other words" in text
