@@ -101,12 +101,19 @@ def test_shape_drawings_show_exactly_the_shapes_their_prompt_asks_for(tmp_path, 
         assert len(found) == shapes and sorted(shape.kind for shape in found) == asked, prompt
 
 
+def test_a_kind_outside_the_default_mix_needs_a_count(tmp_path, monkeypatch):
+    import training.build_data as build_data
+
+    monkeypatch.setitem(build_data.BUILDERS, "extra", build_data.BUILDERS["followups"])
+    with pytest.raises(SystemExit, match="extra is not in the default mix.*pass --count"):
+        build_main(["extra", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_follow_up_request_asks_for_a_new_drawing_and_gets_exactly_it(tmp_path):
     from worlds.shapes import SHAPES
     from worlds.shapes_detector import detect
 
-    with pytest.raises(SystemExit, match="pass --count"):
-        build_main(["followups", "--out", str(tmp_path)])
     build_main(["followups", "--out", str(tmp_path), "--count", "8", "--seed", "1"])
     conversations = load_jsonl(tmp_path / "followups.jsonl")
     assert len(conversations) == 8 and all(len(conversation) == 4 for conversation in conversations)

@@ -56,8 +56,12 @@ BUILDERS = {
 # Two-shape drawings at 8 (2026-12-06): the shipped model's last two legs; against the same anneal
 # without them every shapes-world held-out loss but the step drawings' fell, steps took 12% less
 # time, and two-shape scenes were drawn for the first time (docs/default_model).
+# Follow-up drawings at 2 (2026-12-06): the shipped model's last three legs; every other drawing
+# after an image in the mix was an edit or a next step, and the model before took a new request
+# for an edit (docs/default_model).
 DEFAULT_MIX = {"emoji": (4000, 1.0), "shapes": (4000, 6.0), "singles": (2000, 12.0), "pairs": (2000, 8.0),
-               "steps": (1000, 2.0), "chats": (1500, 1.0), "edits": (3000, 2.0), "text": (800, 3.0)}
+               "steps": (1000, 2.0), "chats": (1500, 1.0), "edits": (3000, 2.0), "text": (800, 3.0),
+               "followups": (2000, 2.0)}
 
 # Held-out conversations per kind for the training's validation losses (`validation/` beside the mix).
 VALIDATION_COUNT = 24
