@@ -102,7 +102,7 @@ def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_st
     """Accuracy per category, "overall" (mean over categories) and "drew_image" (share of
     replies with an image at all), each the mean over `draws` drawings of every prompt: on one
     drawing of 144 prompts a model's overall is uncertain by about 0.04 (the default model of
-    2026-12-06 scored 0.569 on drawing 0 and 0.517 over four), so two models compared on one
+    2026-12-06 scored 0.569 on drawing 0 and 0.512 over four), so two models compared on one
     drawing are often two seeds compared. With draws > 1 the result also holds
     "first_draw" (drawing 0's scores, the one-draw number) and "overall_per_draw". `on_image`
     sees drawing 0 only."""
