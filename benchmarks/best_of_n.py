@@ -46,7 +46,6 @@ from vlm.unified_model import UnifiedVLM
 logger = logging.getLogger(__name__)
 
 SCORES = ("conditional", "guided", "pmi")
-SEED_STRIDE = geneval.DRAW_SEED_STRIDE  # drawing k uses the seed `geneval.run` gives its drawing k
 
 
 class CodeScores:
@@ -97,8 +96,8 @@ def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationCon
 def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, candidates: int) -> list[dict]:
     """Per GenEval prompt: its category and, per drawing, whether it passed, whether it drew, its scores."""
     cases = geneval.prompts(settings)
-    if config.seed is None or len(cases) >= SEED_STRIDE:
-        raise ValueError(f"drawings need a fixed seed and fewer than {SEED_STRIDE} prompts "
+    if config.seed is None or len(cases) >= geneval.DRAW_SEED_STRIDE:
+        raise ValueError(f"drawings need a fixed seed and fewer than {geneval.DRAW_SEED_STRIDE} prompts "
                          f"(seed {config.seed}, {len(cases)} prompts)")
     results = []
     for first in tqdm(range(0, len(cases), settings.batch_size), desc="best of n", leave=False):
@@ -106,7 +105,8 @@ def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, can
         prompts = [geneval.prompt_for(scene) for _, scene in batch]
         draws: list[list[dict]] = [[] for _ in batch]
         for k in range(candidates):
-            seeded = replace(config, seed=config.seed + first + k * SEED_STRIDE)
+            drawing = geneval.drawing_config(config, k)
+            seeded = replace(drawing, seed=drawing.seed + first)
             for row, ((category, scene), (image, scores)) in enumerate(zip(batch, scored_drawings(
                     model, prompts, seeded))):
                 draws[row].append({"passed": geneval.check(category, scene, image), "drew": image is not None,

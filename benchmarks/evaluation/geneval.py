@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
+from generation import GenerationConfig
 from vlm.image_io import images_to_tensor, tensor_to_pil
 from vlm.tokenizer import HybridTokenizer
 from vlm.unified_model import UnifiedVLM
@@ -97,6 +98,11 @@ def ceiling(image_tokenizer: HybridTokenizer, settings: EvalSettings, use_residu
 DRAW_SEED_STRIDE = 1_000_000
 
 
+def drawing_config(config: GenerationConfig, draw: int) -> GenerationConfig:
+    """`config` for drawing `draw` of every prompt (the batch offset is added per batch, as `replies` does)."""
+    return replace(config, seed=None if config.seed is None else config.seed + draw * DRAW_SEED_STRIDE)
+
+
 def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_steps: int,
         on_image: Callable[[str, int, Image.Image | None], None] | None = None, draws: int = 1) -> dict:
     """Accuracy per category, "overall" (mean over categories) and "drew_image" (share of
@@ -115,8 +121,7 @@ def run(model: UnifiedVLM, settings: EvalSettings, cfg_scale: float, residual_st
     config = image_config(settings, cfg_scale=cfg_scale, residual_steps=residual_steps)
     per_draw = []
     for draw in range(draws):
-        seeded = replace(config, seed=None if config.seed is None else config.seed + draw * DRAW_SEED_STRIDE)
-        answers = replies(model, conversations, seeded, settings.batch_size,
+        answers = replies(model, conversations, drawing_config(config, draw), settings.batch_size,
                           f"geneval cfg {cfg_scale:g}" + (f", drawing {draw + 1} of {draws}" if draws > 1 else ""))
         correct: dict[str, list[bool]] = {category: [] for category in CATEGORIES}
         drew = 0
