@@ -49,7 +49,7 @@ class DistillConfig:
     model: str | None = None  # the model whose head is distilled (default: the shipped default model)
     images: int = 512  # drawn images whose conditions are collected (x positions each)
     batch_conversations: int = 8  # conversations per decoder pass while collecting
-    steps: int = 1500
+    steps: int = 3000  # at 1,500 the shipped model's head landed 10.4% above 8 steps' energy score, at 3,000 7.6%
     batch_size: int = 1024  # condition vectors per generator step
     learning_rate: float = 1e-4
     fake_learning_rate: float = 1e-4
