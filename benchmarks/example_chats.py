@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Example chats", "", f"Made with `python -m benchmarks.example_chats --seed {args.seed}` "
              f"({'model ' + str(args.model) if args.model else 'the shipped default model'}).", ""]
     for name, turns in CHATS.items():
-        session = ChatSession(model, GenerationConfig(seed=args.seed, max_new_tokens=120, temperature=0.7))
+        # The model's own image sampling (its generation_config.json), as the chat and the app draw.
+        session = ChatSession(model, GenerationConfig.for_model(model, seed=args.seed, max_new_tokens=120,
+                                                                temperature=0.7))
         lines += [f"## {name.replace('_', ' ')}", ""]
         for text, overrides, uploads in turns:
             list(session.send(text, [str(path) for path in uploads], **overrides))

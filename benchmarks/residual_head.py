@@ -198,13 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
     parser.add_argument("--images", type=int, default=64, help="held-out images (half shapes, half emoji)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median) after a warm-up")
-    parser.add_argument("--cfg-scale", type=float, default=3.0,
-                        help="CFG scale of the guided head row and of the timed generations")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="CFG scale of the guided head row and of the timed generations (default: the "
+                             "model's own, as its drawings use it: its generation_config.json, else 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the images and the residual noise")
     parser.add_argument("--json", type=Path, default=None, help="also write the tables here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = UnifiedVLM.from_pretrained(args.model).eval()
+    if args.cfg_scale is None:
+        args.cfg_scale = GenerationConfig.for_model(model).cfg_scale
     conversations, truths = shapes_and_emoji_drawings(args.images, args.seed)
     quality = quality_table(model, conversations, truths, args.seed, cfg_scale=args.cfg_scale)
     timing = timing_table(model, args.repeats, args.cfg_scale)
