@@ -163,10 +163,13 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
     def session_of(state: BrowserSession | None) -> BrowserSession:
         return state if state is not None else BrowserSession(model, root)
 
-    def overrides(temperature, cfg_scale, residual_steps, seed, max_images) -> dict:
-        return {"temperature": float(temperature), "cfg_scale": float(cfg_scale),
-                "residual_steps": int(residual_steps), "max_images": int(max_images),
-                "seed": None if seed is None or int(seed) < 0 else int(seed)}
+    def overrides(temperature, cfg_scale, residual_steps, seed, max_images, image_candidates=None) -> dict:
+        chosen = {"temperature": float(temperature), "cfg_scale": float(cfg_scale),
+                  "residual_steps": int(residual_steps), "max_images": int(max_images),
+                  "seed": None if seed is None or int(seed) < 0 else int(seed)}
+        if image_candidates is not None:  # an API call written before the setting existed leaves it out
+            chosen["image_candidates"] = int(image_candidates)
+        return chosen
 
     def accept(message, upload, state):
         """Fast, no model: take the message off the box, or say what is wrong and leave it there."""
@@ -213,24 +216,27 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
             release_freed_memory()  # every reply, from the page or the API, ends here
         yield state.display(), state
 
-    def respond(state, temperature, cfg_scale, residual_steps, seed, max_images):
+    def respond(state, temperature, cfg_scale, residual_steps, seed, max_images, image_candidates=None):
         state = session_of(state)
         if state.pending is None:  # accept() refused it, or a reply was running
             yield state.display(), state
             return
         text, images = state.pending
         state.pending = None
-        events = state.chat.send(text, images, **overrides(temperature, cfg_scale, residual_steps, seed, max_images))
+        events = state.chat.send(text, images, **overrides(temperature, cfg_scale, residual_steps, seed, max_images,
+                                                           image_candidates))
         yield from stream(state, events)
 
-    def send_for_api(message, upload, state, temperature, cfg_scale, residual_steps, seed, max_images):
+    def send_for_api(message, upload, state, temperature, cfg_scale, residual_steps, seed, max_images,
+                     image_candidates=None):
         """The whole of Send in one call, for gradio_client (`api_name="/send"`): the reply streams;
         a refused message comes back unchanged with the note saying why."""
         shown, state, *_ = accept(message, upload, state)
         if state.pending is None:
             yield shown, state, message, upload
             return
-        for shown, current in respond(state, temperature, cfg_scale, residual_steps, seed, max_images):
+        for shown, current in respond(state, temperature, cfg_scale, residual_steps, seed, max_images,
+                                      image_candidates):
             yield shown, current, "", None
 
     def start_regenerate(state):
@@ -241,10 +247,11 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
         state.notice, state.busy = None, True
         return state, gr.update(interactive=False, value="Writing…")
 
-    def regenerate(state, temperature, cfg_scale, residual_steps, seed, max_images):
+    def regenerate(state, temperature, cfg_scale, residual_steps, seed, max_images, image_candidates=None):
         state = session_of(state)
         try:
-            events = state.chat.regenerate(**overrides(temperature, cfg_scale, residual_steps, seed, max_images))
+            events = state.chat.regenerate(**overrides(temperature, cfg_scale, residual_steps, seed, max_images,
+                                                       image_candidates))
             yield from stream(state, events)
         except EmptyMessageError:
             state.busy = False
@@ -290,8 +297,11 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
                                        label=residual_label(model))
             seed = gr.Number(value=-1, precision=0, label="seed (-1 = random)")
             max_images = gr.Slider(0, 8, value=4, step=1, label="max images per answer")
+            image_candidates = gr.Slider(1, 8, value=GenerationConfig.for_model(model).image_candidates, step=1,
+                                         label="drawings per image: the model keeps the one it finds likeliest "
+                                               "(N costs about N times the drawing time)")
         gr.Examples(EXAMPLES, inputs=[message, upload], label="try")
-        settings = [temperature, cfg_scale, residual_steps, seed, max_images]
+        settings = [temperature, cfg_scale, residual_steps, seed, max_images, image_candidates]
         # The model is shared by every tab: its events form one queue ("model"), one at a time.
         # accept/finish/stop never touch the model and run at once; nothing a reply streams
         # writes to the message box or the attachment, so what is typed meanwhile stays.

@@ -82,6 +82,9 @@ def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationCon
     where the row drew nothing). One image per reply, so the scores are that image's."""
     if config.max_images != 1:
         raise ValueError(f"scored drawings are one image per reply; max_images is {config.max_images}")
+    if config.image_candidates != 1:
+        raise ValueError(f"scored drawings are drawn once each (the candidates are this benchmark's own); "
+                         f"image_candidates is {config.image_candidates}")
     scores = CodeScores()
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
     images: dict[int, Image.Image] = {}

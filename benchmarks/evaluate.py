@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-top-p", type=float, nargs="+", default=None,
                         help="nucleus sampling of image codes: one value, or one per scale (default: the "
                              "model's own, else 1 = off)")
+    parser.add_argument("--image-candidates", type=_at_least_one, default=None,
+                        help="drawings per image, the one the model finds likeliest kept (default: the model's "
+                             "own, else 1); N costs about N times the drawing time")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
     parser.add_argument("--geneval-draws", type=_at_least_one, default=None,
                         help=f"drawings of each GenEval prompt behind the headline hybrid score, which is their "
@@ -153,6 +156,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     given = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
     if args.residual_steps is not None:
         given["residual_steps"] = args.residual_steps
+    if args.image_candidates is not None:
+        given["image_candidates"] = args.image_candidates
     for name in ("image_temperature", "image_top_k", "image_top_p"):
         values = getattr(args, name)
         if values is not None:
@@ -160,7 +165,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     GenerationConfig(**given)  # a bad value fails here, before the model loads
     model = load_chat_model(args.model, resolve_dtype(args.dtype), args.int8)
     sampling = GenerationConfig.for_model(model, **given)  # the model's own defaults where nothing was given
-    for name in ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps"):
+    for name in ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps", "image_candidates"):
         setattr(settings, name, getattr(sampling, name))
     figures = args.out / "results"
     figures.mkdir(parents=True, exist_ok=True)

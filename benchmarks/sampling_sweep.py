@@ -8,9 +8,10 @@ score best move as a model trains: sweep them per model (every setting draws the
 prompts with the same seeds) and save the winner beside the weights with `--save`, where
 chat, the app and `benchmarks.evaluate` take it as the model's default.
 A setting is comma-separated `key=value` pairs over cfg, top_k, top_p and temperature (the
-image code sampling of `GenerationConfig`) and residual (the residual head's steps: 0 =
-discrete only, 1 = the distilled head); what a setting leaves out keeps the generation
-default (CFG 3, no top-k, no top-p, temperature 1) and `--residual-steps`. Temperature, top_k
+image code sampling of `GenerationConfig`), residual (the residual head's steps: 0 =
+discrete only, 1 = the distilled head) and candidates (drawings per image, the one the model
+finds likeliest kept); what a setting leaves out keeps the generation default (CFG 3, no
+top-k, no top-p, temperature 1, one drawing) and `--residual-steps`. Temperature, top_k
 and top_p also take one value per scale, coarsest first, joined by '/' (e.g.
 `temperature=1/1/1/1/0.5/0.5` samples the two finest scales, where outlines live, nearer their
 most likely codes, and leaves the layout to the coarse scales' full distribution).
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Short names a setting is written with -> GenerationConfig fields.
 KEYS = {"cfg": "cfg_scale", "top_k": "image_top_k", "top_p": "image_top_p", "temperature": "image_temperature",
-        "residual": "residual_steps"}
-WHOLE_NUMBERS = ("top_k", "residual")
+        "residual": "residual_steps", "candidates": "image_candidates"}
+WHOLE_NUMBERS = ("top_k", "residual", "candidates")
 PER_SCALE = ("top_k", "top_p", "temperature")
 # Weaker guidance too: on the step-741 default run the evaluation's own CFG sweep (8 prompts per
 # category) scored 0.146 at CFG 1 and 2 against 0.021 at 3.

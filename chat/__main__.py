@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="residual head: 0 = discrete-only, 1 = the distilled one-step head (where the model "
                              "has one), N = N diffusion steps (default: the model's own, from its "
                              "generation_config.json, else 8)")
+    parser.add_argument("--image-candidates", type=int, default=None,
+                        help="draw each image this many times in one batched run and keep the one the model finds "
+                             "likeliest given the conversation (costs about that many times the drawing time; "
+                             "default: the model's own, from its generation_config.json, else 1)")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")
     parser.add_argument("--preview", choices=["auto", "none", *inline_image.PROTOCOLS], default="auto",
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     given = dict(temperature=args.temperature, max_images=args.max_images, max_new_tokens=args.max_new_tokens,
                  seed=args.seed)
-    for name in ("cfg_scale", "residual_steps"):
+    for name in ("cfg_scale", "residual_steps", "image_candidates"):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
     try:  # a bad value fails here, before the model loads

@@ -36,6 +36,10 @@ class GenerationConfig:
     # Residual head: 0 = discrete-only images; 1 = the distilled one-step head where the model ships
     # one (one DDIM step otherwise); N = N DDIM steps of the diffusion head.
     residual_steps: int = 8
+    # Candidate drawings per image: each is drawn in the same batched forwards, and the one whose
+    # codes the model finds likeliest given the conversation (summed conditional log-probability)
+    # is kept; costs about this many times the drawing compute. 1 = draw once.
+    image_candidates: int = 1
     previews: bool = False  # emit a decoded preview after every scale (costs one decode per scale)
     force_image: bool = False  # the reply starts with an image instead of sampled text
     num_sequences: int = 1  # answers drawn for one prompt in one batched run
@@ -75,6 +79,8 @@ class GenerationConfig:
             problems.append(f"cfg_scale must be >= 0, got {self.cfg_scale}")
         if self.residual_steps < 0:
             problems.append(f"residual_steps must be >= 0, got {self.residual_steps}")
+        if self.image_candidates < 1:
+            problems.append(f"image_candidates must be >= 1, got {self.image_candidates}")
         if self.num_sequences < 1:
             problems.append(f"num_sequences must be >= 1, got {self.num_sequences}")
         if any(not text for text in self.stop_strings):

@@ -264,20 +264,31 @@ class InterleavedGenerator:
 
     def _draw(self, cache: DecodingCache, rows_tensor: torch.Tensor, rows: list[_Row]
               ) -> Iterator[Event]:
-        """Draw one image for each of `rows_tensor`; returns their hidden state at `<|image_end|>`."""
+        """Draw one image for each of `rows_tensor`; returns their hidden state at `<|image_end|>`.
+
+        With `image_candidates` N > 1 every row draws N candidates in the same forwards (extra
+        cache rows that see what the row sees; candidate j of drawing k sits at j * count + k),
+        and keeps the one whose codes are likeliest under the model given the conversation."""
         model, config, stage = self.model, self.config, self._stage
         count, num_scales = len(rows_tensor), len(self.scales)
         indices = rows_tensor.tolist()
         for index in indices:
             yield ImageStarted(index, rows[index].images)
         guided = config.cfg_scale != 1.0
+        candidates = config.image_candidates
         batch = cache.batch_size
-        feed = rows_tensor
+        drawn = rows_tensor
+        if candidates > 1:
+            drawn = torch.cat([rows_tensor, cache.add_copy_rows(rows_tensor.repeat(candidates - 1))])
+        total = len(drawn)
+        feed = drawn
         if guided:
             # The unconditional branch: extra rows of the same cache that see nothing before their
             # <|image_start|> (as under condition dropout in training), fed in the same forwards.
-            feed = torch.cat([rows_tensor, cache.add_blind_rows(rows_tensor)])
-        drawing = ImageDrawing(model, count, [self.sources[index] for index in indices])
+            feed = torch.cat([drawn, cache.add_blind_rows(drawn)])
+        drawing = ImageDrawing(model, total, [self.sources[index] for index in indices] * candidates)
+        likelihood = torch.zeros(total)  # per candidate: log p(its codes so far | conversation)
+        leaders = torch.arange(count)  # per row, the position of its likeliest candidate so far
         scales_start = cache.length + 1  # the first scale block's column, just after <|image_start|>
         try:
             for scale_index, size in enumerate(self.scales):
@@ -296,29 +307,37 @@ class InterleavedGenerator:
                 with stage("image head"):
                     logits_both = drawing.code_logits(hidden)
                 with stage("sampling"):
-                    logits = logits_both[:count]
+                    conditional = logits = logits_both[:total]
                     self._hook("image", logits)
                     if guided:
-                        self._hook("image_unconditional", logits_both[count:])
+                        self._hook("image_unconditional", logits_both[total:])
                         ramp = scale_index / (num_scales - 1) if num_scales > 1 else 1.0
-                        logits = guide(logits, logits_both[count:], (config.cfg_scale - 1) * ramp)
+                        logits = guide(logits, logits_both[total:], (config.cfg_scale - 1) * ramp)
                         self._hook("image_guided", logits)
                     temperature = for_scale(config.image_temperature, scale_index, num_scales, "image_temperature")
                     scores = filter_logits(
                         logits.flatten(0, 1), temperature,
                         int(for_scale(config.image_top_k, scale_index, num_scales, "image_top_k")),
                         for_scale(config.image_top_p, scale_index, num_scales, "image_top_p"))
-                    codes = _gumbel_sample(scores, temperature, self.generator).view(count, size, size)
+                    codes = _gumbel_sample(scores, temperature, self.generator).view(total, size, size)
                     if self.code_hook is not None:
-                        codes = self._hooked_codes(indices, scale_index, codes)
+                        codes = self._hooked_codes(indices * candidates, scale_index, codes)
                     drawing.add(codes)
+                    if candidates > 1:
+                        likelihood += torch.log_softmax(conditional.float(), dim=-1).gather(
+                            -1, codes.flatten(1)[..., None])[..., 0].sum(dim=1).cpu()
+                        leaders = likelihood.view(candidates, count).argmax(dim=0) * count + torch.arange(count)
                 if config.previews:
                     with stage("previews"):
-                        previews = tensor_to_pil(drawing.discrete_pixels())
+                        previews = tensor_to_pil(drawing.discrete_pixels(leaders if candidates > 1 else None))
                     for position, index in enumerate(indices):
                         yield ScalePreview(index, rows[index].images, scale_index, previews[position])
         finally:
             cache.drop_rows_from(batch)
+        if candidates > 1:
+            drawing.keep(leaders)
+            leaders = leaders.to(hidden.device)
+            hidden = torch.cat([hidden[leaders], hidden[total + leaders]]) if guided else hidden[leaders]
         residual = drawing.no_residual()
         if config.residual_steps > 0:
             self._check_cancel()

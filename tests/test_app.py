@@ -44,9 +44,12 @@ def upload_file(path) -> dict:
 
 
 def send(client: Client, text: str, upload=None, **settings):
+    """Send as a script would; `image_candidates` goes last when given (calls written before it
+    existed leave it out, and the app then draws with the model's default)."""
     values = {**SETTINGS, **settings}
+    extra = [values["image_candidates"]] if "image_candidates" in values else []
     return client.predict(text, upload, values["temperature"], values["cfg_scale"], values["residual_steps"],
-                          values["seed"], values["max_images"], api_name="/send")
+                          values["seed"], values["max_images"], *extra, api_name="/send")
 
 
 def is_image(part) -> bool:
@@ -96,6 +99,20 @@ def test_forced_image_reaches_the_chat_as_a_file(running_app):
     chat, _, _ = send(client, "Draw something.")
     reply = chat[-1]["content"]
     assert any(is_image(part) for part in reply)
+
+
+def test_image_candidates_from_the_api_draw_and_a_bad_count_is_refused(running_app):
+    url, model = running_app
+    client = connect(url)
+    force_one_image(model)
+    chat, _, _ = send(client, "Draw something.", image_candidates=3)
+    assert any(is_image(part) for part in chat[-1]["content"])
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="less than minimum value 1"):  # the slider's own bounds, named
+        send(client, "Draw something else.", image_candidates=0)
+    chat, _, _ = send(client, "Still there?", max_images=0)
+    assert "Still there?" in str(chat[-2]["content"])  # the session goes on after the refusal
 
 
 def test_two_concurrent_sessions_keep_their_histories_apart(running_app):

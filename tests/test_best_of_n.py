@@ -75,7 +75,8 @@ def test_each_row_s_scores_are_its_codes_log_likelihoods_with_and_without_the_re
 
 
 @pytest.mark.parametrize("settings, message", [({"cfg_scale": 1.0}, "cfg_scale other than 1"),
-                                               ({"max_images": 2}, "one image per reply")])
+                                               ({"max_images": 2}, "one image per reply"),
+                                               ({"image_candidates": 2}, "drawn once each")])
 def test_scoring_what_it_cannot_score_is_refused_naming_the_setting(drawer, settings, message):
     config = GenerationConfig(**{"max_images": 1, "max_new_tokens": 2, "residual_steps": 0, "seed": 4, **settings})
     with pytest.raises(ValueError, match=message):

@@ -87,8 +87,11 @@ def test_one_shot_mode_prints_text_and_image_paths(tiny_parts, tmp_path, capsys)
     assert code == 0
     assert chat_main(["--model", str(model_dir), "--prompt", " "]) == 2
     assert chat_main(["--model", str(model_dir), "--prompt", "x", "--image", str(tmp_path / "missing.png")]) == 2
+    assert chat_main(["--model", str(model_dir), "--prompt", "x", "--image-candidates", "0"]) == 2
     err = capsys.readouterr().err
-    assert "empty" in err and "missing.png" in err
+    assert "empty" in err and "missing.png" in err and "image_candidates must be >= 1" in err
+    assert chat_main(["--model", str(model_dir), "--prompt", "Draw a dot.", "--out", str(out), "--seed", "1",
+                      "--max-new-tokens", "3", "--image-candidates", "2"]) == 0
 
 
 def test_a_saved_conversation_cannot_point_at_images_outside_its_folder(session, tmp_path):

@@ -216,6 +216,81 @@ def test_a_ragged_batch_draws_what_each_conversation_draws_alone(model):
         assert np.abs(np.asarray(reply.images[0], dtype=int) - np.asarray(alone.images[0], dtype=int)).max() <= 1
 
 
+def _candidates_seen(model, conversations, config):
+    """Generate, recording every candidate's conditional code logits and sampled codes per scale."""
+    logits, codes = [], []
+
+    def keep_codes(rows, scale_index, sampled):
+        codes.append(sampled.clone())
+        return sampled
+
+    replies = collect(stream_generate(model, conversations, config, code_hook=keep_codes, logits_hook=lambda kind, x: (
+        logits.append(x) if kind == "image" else None)))
+    return replies, logits, codes
+
+
+def test_image_candidates_keep_the_candidate_the_model_finds_likeliest(model):
+    """N candidates are drawn in one batched run; each row keeps the one whose codes have the
+    highest conditional log-likelihood, and that likelihood is the one a full forward reads."""
+    longer = CHAT[:1] + [{"role": "assistant", "content": "Sure, what colour?"},
+                         {"role": "user", "content": "A green one, on the left, please."}]
+    config = GenerationConfig(seed=5, force_image=True, max_new_tokens=2, cfg_scale=3.0, temperature=1.0,
+                              residual_steps=0, image_candidates=3)
+    replies, logits, codes = _candidates_seen(model, [CHAT, longer], config)
+    assert [scale_codes.shape[0] for scale_codes in codes] == [6] * len(codes)  # 3 candidates x 2 rows
+    likelihood = sum(torch.log_softmax(scale_logits.float(), -1).gather(-1, scale_codes.flatten(1)[..., None])[
+        ..., 0].sum(-1) for scale_logits, scale_codes in zip(logits, codes))
+    assert len(set(likelihood.tolist())) == 6  # the candidates differ
+    for row, (conversation, reply) in enumerate(zip((CHAT, longer), replies)):
+        best = int(likelihood.view(3, 2)[:, row].argmax()) * 2 + row
+        kept = reply.image_tokens[0].codes
+        assert all(torch.equal(k[0], c[best]) for k, c in zip(kept, codes))
+        image = reply.images[0]
+        batch = model.processor(conversation + [{"role": "assistant", "content": [{"type": "image", "image": image}]}])
+        with torch.no_grad():
+            forced = model(batch, reply.image_tokens[0]).image_logits[:sum(s * s for s in model.image_tokenizer
+                                                                            .config.scales)]
+        flat = torch.cat([scale_codes.flatten() for scale_codes in kept])
+        read = torch.log_softmax(forced.float(), -1).gather(-1, flat[:, None]).sum().item()
+        assert read == pytest.approx(likelihood[best].item(), abs=1e-2)
+
+
+def test_one_image_candidate_is_plain_drawing_and_more_cost_only_drawing(model):
+    """image_candidates=1 draws exactly as before; with N > 1 the text after the image reads the kept
+    image (the same text a reply that drew that image once would write)."""
+    base = GenerationConfig(seed=2, force_image=True, max_new_tokens=4, temperature=0.0, residual_steps=0)
+    plain = generate(model, CHAT, base)[0]
+    once = generate(model, CHAT, GenerationConfig(**{**base.__dict__, "image_candidates": 1}))[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain.image_tokens[0].codes, once.image_tokens[0].codes))
+    assert plain.text == once.text
+    several = generate(model, CHAT, GenerationConfig(**{**base.__dict__, "image_candidates": 2,
+                                                        "image_temperature": 1.0}))[0]
+    kept = several.image_tokens[0]
+
+    def forced_codes(rows, scale_index, sampled):
+        return kept.codes[scale_index].expand_as(sampled).clone()
+
+    again = collect(stream_generate(model, CHAT, GenerationConfig(**{**base.__dict__, "image_temperature": 1.0}),
+                                    code_hook=forced_codes))[0]
+    assert again.text == several.text
+    with pytest.raises(ValueError, match="image_candidates must be >= 1"):
+        GenerationConfig(image_candidates=0)
+
+
+def test_image_candidates_stream_previews_of_each_row_s_leader(model):
+    config = GenerationConfig(seed=1, force_image=True, max_new_tokens=0, previews=True, image_candidates=3,
+                              residual_steps=0)
+    events = list(stream_generate(model, [CHAT, CHAT], config))
+    previews = [event for event in events if isinstance(event, ScalePreview)]
+    scales = len(model.image_tokenizer.config.scales)
+    assert sorted((event.sequence, event.scale_index) for event in previews) == sorted(
+        (row, scale) for row in (0, 1) for scale in range(scales))
+    finished = {event.sequence: event.image for event in events if isinstance(event, ImageFinished)}
+    for event in previews:  # the last scale's preview of the leader is the image kept (no residual here)
+        if event.scale_index == scales - 1:
+            assert event.image.tobytes() == finished[event.sequence].tobytes()
+
+
 def test_cancelling_from_another_thread_stops_within_one_forward(model):
     cancel = threading.Event()
     forwards = {"after_cancel": 0}

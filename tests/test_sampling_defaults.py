@@ -36,6 +36,10 @@ def test_the_defaults_travel_with_the_model_and_what_the_user_sets_wins(saved, t
     model.sampling_defaults = {"residual_steps": 0}
     assert ChatSession(model).config.residual_steps == 0
     assert GenerationConfig.for_model(model, residual_steps=8).residual_steps == 8
+    # So can one that draws best keeping the likeliest of several drawings.
+    model.sampling_defaults = {"image_candidates": 3}
+    assert ChatSession(model).config.image_candidates == 3
+    assert GenerationConfig.for_model(model, image_candidates=1).image_candidates == 1
     # A model without the file draws with GenerationConfig's defaults, and saves no file.
     plain = perturbed(tiny_model(tiny_parts))
     plain.save_pretrained(tmp_path / "plain")
@@ -52,6 +56,8 @@ def test_the_defaults_travel_with_the_model_and_what_the_user_sets_wins(saved, t
     ('{"residual_steps": 1.5}', "residual_steps must be a whole number"),
     ('{"residual_steps": -1}', "residual_steps must be a whole number"),
     ('{"residual_steps": true}', "residual_steps must be a whole number"),
+    ('{"image_candidates": 0}', "image_candidates must be a whole number >= 1"),
+    ('{"image_candidates": 2.5}', "image_candidates must be a whole number >= 1"),
 ])
 def test_a_malformed_file_is_refused_naming_it(saved, content, message):
     (saved / "generation_config.json").write_text(content)
@@ -71,6 +77,7 @@ def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
     assert sampling_sweep.parse_setting("cfg=5,top_p=0.8") == {"cfg_scale": 5.0, "image_top_p": 0.8}
     assert sampling_sweep.parse_setting("top_k=10") == {"image_top_k": 10}
     assert sampling_sweep.parse_setting("cfg=2,residual=0") == {"cfg_scale": 2.0, "residual_steps": 0}
+    assert sampling_sweep.parse_setting("cfg=2,candidates=4") == {"cfg_scale": 2.0, "image_candidates": 4}
     # One value per scale, coarsest first.
     assert sampling_sweep.parse_setting("cfg=5,temperature=1/1/0.5") == {"cfg_scale": 5.0,
                                                                         "image_temperature": (1.0, 1.0, 0.5)}
@@ -79,7 +86,8 @@ def test_sweep_settings_parse_and_bad_ones_say_what_is_wrong():
                           ("top_p=1.5", "image_top_p"), ("residual=1.5", "takes a number"),
                           ("residual=-1", "residual_steps"), ("cfg=3/5", "one number, not one per scale"),
                           ("temperature=1//0.5", "takes a number"), ("top_p=1/0.8/0", "image_top_p"),
-                          ("top_k=0/2.5", "takes a number")):
+                          ("top_k=0/2.5", "takes a number"), ("candidates=0", "image_candidates"),
+                          ("candidates=2.5", "takes a number"), ("candidates=2/3", "one number, not one per scale")):
         with pytest.raises(ValueError, match=message):
             sampling_sweep.parse_setting(text)
     with pytest.raises(SystemExit):

@@ -75,17 +75,27 @@ class DecodingCache:
         of the cached keys: classifier-free guidance's unconditional branch, fed in the same
         forward as the conditional rows (one batch of two instead of two forwards). Returns the
         new rows' indices; `drop_rows_from` removes them again."""
+        return self._append_rows(rows, seeing=False)
+
+    def add_copy_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Append one row per entry of `rows` (repeats allowed) that continues from the same
+        position and sees what that row sees: another candidate drawing of the same reply, fed in
+        the same forwards. Returns the new rows' indices; `drop_rows_from` removes them again."""
+        return self._append_rows(rows, seeing=True)
+
+    def _append_rows(self, rows: torch.Tensor, seeing: bool) -> torch.Tensor:
         batch = self.batch_size
         index = torch.cat([torch.arange(batch, device=rows.device), rows])
         self.past.batch_select_indices(index)
         self.key_blocks = self.key_blocks[index]
-        self.key_visible = torch.cat([self.key_visible, torch.zeros_like(self.key_visible[rows])])
+        added = self.key_visible[rows] if seeing else torch.zeros_like(self.key_visible[rows])
+        self.key_visible = torch.cat([self.key_visible, added])
         self.next_position = self.next_position[index]
         self.next_block = self.next_block[index]
         return torch.arange(batch, batch + len(rows), device=rows.device)
 
     def drop_rows_from(self, batch: int) -> None:
-        """Keep rows 0..batch-1 only (undoes `add_blind_rows`)."""
+        """Keep rows 0..batch-1 only (undoes `add_blind_rows` and `add_copy_rows`)."""
         keep = torch.arange(batch, device=self.key_blocks.device)
         self.past.batch_select_indices(keep)
         self.key_blocks, self.key_visible = self.key_blocks[:batch], self.key_visible[:batch]

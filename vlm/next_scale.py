@@ -66,9 +66,22 @@ class ImageDrawing:
         self.running.add(codes_Bss)
         self.codes.append(codes_Bss)
 
-    def discrete_pixels(self) -> torch.Tensor:
-        """(count, 3, H, W) in [-1, 1]: the codes so far decoded (a coarse-to-fine preview)."""
-        return self.model.image_tokenizer.decode_latent(self.running.latent)
+    def keep(self, positions: torch.Tensor) -> None:
+        """Go on with these of the images only (one candidate per reply, once every scale is drawn)."""
+        positions = positions.to(self.running.latent.device if self.running.latent is not None else "cpu")
+        if self.running.latent is not None:
+            self.running.latent = self.running.latent[positions]
+        self.codes = [codes[positions] for codes in self.codes]
+        if self.sources is not None:
+            self.sources, self.present = self.sources[positions], self.present[positions]
+        self.count = len(positions)
+
+    def discrete_pixels(self, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(count, 3, H, W) in [-1, 1]: the codes so far decoded (a coarse-to-fine preview); of
+        the images at `positions` only, when given."""
+        latent = self.running.latent if positions is None else self.running.latent[positions.to(
+            self.running.latent.device)]
+        return self.model.image_tokenizer.decode_latent(latent)
 
     def sample_residual(self, hidden: torch.Tensor, steps: int, generator: torch.Generator | None,
                         hidden_unconditional: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 from vlm.tokenizer import CheckpointError
 
 FILE_NAME = "generation_config.json"
-KEYS = ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps")
+KEYS = ("cfg_scale", "image_temperature", "image_top_k", "image_top_p", "residual_steps", "image_candidates")
 
 
 def _is_number(value: object) -> bool:
@@ -34,9 +34,10 @@ def check(values: object, source: str) -> dict:
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise CheckpointError(f"{source}: unknown keys {unknown}; known keys are {list(KEYS)}")
-    steps = values.get("residual_steps", 0)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise CheckpointError(f"{source}: residual_steps must be a whole number >= 0, got {steps!r}")
+    for key, least in (("residual_steps", 0), ("image_candidates", 1)):
+        value = values.get(key, least)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise CheckpointError(f"{source}: {key} must be a whole number >= {least}, got {value!r}")
     for key, value in values.items():
         per_scale = isinstance(value, Sequence) and not isinstance(value, str)
         if not (_is_number(value) or (per_scale and value and all(_is_number(item) for item in value))):

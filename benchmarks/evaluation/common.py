@@ -26,6 +26,7 @@ class EvalSettings:
     image_temperature: PerScale = GenerationConfig.image_temperature
     image_top_k: PerScale = GenerationConfig.image_top_k
     image_top_p: PerScale = GenerationConfig.image_top_p
+    image_candidates: int = GenerationConfig.image_candidates  # drawings per image, the likeliest kept
     geneval_prompts: int = 24  # per category: one prompt moves a category by 0.04 (8 moved it by 0.125)
     # Each prompt drawn this often for the headline (hybrid) GenEval, its score the mean: one
     # drawing left a model's overall uncertain by ~0.04, enough to pick the luckier seed, not the
@@ -55,7 +56,7 @@ def image_config(settings: EvalSettings, **overrides) -> GenerationConfig:
     values = dict(max_images=1, max_new_tokens=32, temperature=0.7, cfg_scale=settings.cfg_scale,
                   residual_steps=settings.residual_steps, seed=settings.seed,
                   image_temperature=settings.image_temperature, image_top_k=settings.image_top_k,
-                  image_top_p=settings.image_top_p)
+                  image_top_p=settings.image_top_p, image_candidates=settings.image_candidates)
     values.update(overrides)
     return GenerationConfig(**values)
 
