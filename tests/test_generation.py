@@ -241,18 +241,21 @@ def test_image_candidates_keep_the_candidate_the_model_finds_likeliest(model):
     likelihood = sum(torch.log_softmax(scale_logits.float(), -1).gather(-1, scale_codes.flatten(1)[..., None])[
         ..., 0].sum(-1) for scale_logits, scale_codes in zip(logits, codes))
     assert len(set(likelihood.tolist())) == 6  # the candidates differ
+    count = sum(s * s for s in model.image_tokenizer.config.scales)
     for row, (conversation, reply) in enumerate(zip((CHAT, longer), replies)):
         best = int(likelihood.view(3, 2)[:, row].argmax()) * 2 + row
-        kept = reply.image_tokens[0].codes
-        assert all(torch.equal(k[0], c[best]) for k, c in zip(kept, codes))
-        image = reply.images[0]
-        batch = model.processor(conversation + [{"role": "assistant", "content": [{"type": "image", "image": image}]}])
-        with torch.no_grad():
-            forced = model(batch, reply.image_tokens[0]).image_logits[:sum(s * s for s in model.image_tokenizer
-                                                                            .config.scales)]
-        flat = torch.cat([scale_codes.flatten() for scale_codes in kept])
-        read = torch.log_softmax(forced.float(), -1).gather(-1, flat[:, None]).sum().item()
-        assert read == pytest.approx(likelihood[best].item(), abs=1e-2)
+        kept = reply.image_tokens[0]
+        assert all(torch.equal(k[0], c[best]) for k, c in zip(kept.codes, codes))
+        for candidate in range(3):  # every candidate was drawn seeing the whole conversation
+            position = candidate * 2 + row
+            tokens = HybridTokens([c[position:position + 1] for c in codes], torch.zeros_like(kept.residual))
+            batch = model.processor(conversation + [{"role": "assistant", "content": [
+                {"type": "image", "image": reply.images[0]}]}])
+            with torch.no_grad():
+                forced = model(batch, tokens).image_logits[:count]
+            flat = torch.cat([c[position].flatten() for c in codes])
+            read = torch.log_softmax(forced.float(), -1).gather(-1, flat[:, None]).sum().item()
+            assert read == pytest.approx(likelihood[position].item(), abs=1e-2), f"row {row}, candidate {candidate}"
 
 
 def test_one_image_candidate_is_plain_drawing_and_more_cost_only_drawing(model):
