@@ -280,7 +280,9 @@ def _sampling_line(settings: dict) -> str:
     """How images were drawn: the model's own defaults (generation_config.json) or the flags."""
     return (f"Images drawn with CFG {settings['cfg_scale']:g}, code temperature {settings['image_temperature']}, "
             f"top-k {settings['image_top_k']}, top-p {settings['image_top_p']}, "
-            f"{settings['residual_steps']} residual steps.")
+            f"{settings['residual_steps']} residual steps"
+            + (f", the likeliest of {settings['image_candidates']} drawings kept per image."
+               if settings.get("image_candidates", 1) > 1 else "."))
 
 
 def _other_words_lines(results: dict) -> list[str]:

@@ -161,6 +161,13 @@ def test_image_sampling_flags_reach_every_drawing_and_bad_values_fail_before_loa
     with pytest.raises(ValueError, match="image_top_p"):  # a missing model folder would fail later, differently
         evaluate.main(["--model", str(tmp_path / "no model here"), "--image-top-p", "1.5", "--out", str(tmp_path)])
     assert not (tmp_path / "RESULTS.md").exists()
+    config = image_config(EvalSettings(image_candidates=4))
+    assert config.image_candidates == 4
+    line = evaluate._sampling_line({"cfg_scale": 2.0, "image_temperature": 1.0, "image_top_k": 0,
+                                    "image_top_p": 1.0, "residual_steps": 8, "image_candidates": 4})
+    assert line.endswith("8 residual steps, the likeliest of 4 drawings kept per image.")
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(tmp_path / "no model here"), "--image-candidates", "0", "--out", str(tmp_path)])
 
 
 @pytest.mark.slow
