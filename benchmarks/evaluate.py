@@ -36,7 +36,12 @@ from benchmarks.evaluation.emoji_classifier import ClassifierConfig, EmojiClassi
 from benchmarks.evaluation.emoji_drawing import emoji_drawing
 from benchmarks.evaluation.steps import steps_consistency
 from benchmarks.evaluation.text import text_perplexities
-from benchmarks.evaluation.understanding import accuracy_by_kind, emoji_naming_accuracy, vqa_accuracy
+from benchmarks.evaluation.understanding import (
+    accuracy_by_kind,
+    accuracy_by_shapes,
+    emoji_naming_accuracy,
+    vqa_accuracy,
+)
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig
 from vlm.backbone import resolve_dtype
@@ -213,6 +218,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         mark = time.time()
         results["vqa_accuracy"], vqa_records = vqa_accuracy(model, settings)
         results["vqa_by_kind"] = accuracy_by_kind(vqa_records)
+        results["vqa_by_shapes"] = accuracy_by_shapes(vqa_records)
         results["vqa_examples"] = vqa_records[:8]
         results["seconds"]["vqa"] = time.time() - mark
 
@@ -342,6 +348,12 @@ def report(results: dict, command: str) -> str:
                   "|---|---|---|---|",
                   *[f"| {kind} | {values['accuracy']:.2f} | {values['questions']} | {values['chance']:.2f} |"
                     for kind, values in results["vqa_by_kind"].items()], ""]
+    if "vqa_by_shapes" in results:
+        parts += ["## Shapes VQA by number of shapes in the picture", "",
+                  "| shapes | accuracy | questions | answered with another shape's colour, kind or place |",
+                  "|---|---|---|---|",
+                  *[f"| {count} | {values['accuracy']:.2f} | {values['questions']} | {values['another_shape_s']:.2f} |"
+                    for count, values in results["vqa_by_shapes"].items()], ""]
     if "vqa_examples" in results:
         parts += ["## Shapes VQA: example answers", "", "| question | expected | reply | right |", "|---|---|---|---|"]
         for record in results["vqa_examples"]:

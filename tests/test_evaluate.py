@@ -15,9 +15,16 @@ from benchmarks import evaluate
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.emoji_classifier import EmojiClassifier, EmojiNet, augment
 from benchmarks.evaluation.steps import score_reply, sentence_table
-from benchmarks.evaluation.understanding import CANDIDATES, accuracy_by_kind, answer_kind, is_correct
+from benchmarks.evaluation.understanding import (
+    CANDIDATES,
+    accuracy_by_kind,
+    accuracy_by_shapes,
+    answer_kind,
+    is_correct,
+    names_another_shape,
+)
 from tests.tiny_vlm import perturbed, tiny_model
-from worlds.shapes import random_scene, render
+from worlds.shapes import Shape, random_scene, render
 from worlds.step_drawings import PROCEDURES, step_images
 
 
@@ -92,6 +99,22 @@ def test_vqa_accuracy_is_split_by_the_kind_of_answer_beside_a_guess():
     assert set(by_kind) == {"colour", "shape", "count"}  # no position question was asked
     assert by_kind["colour"] == {"accuracy": 0.5, "questions": 2, "chance": 1 / len(CANDIDATES["colour"])}
     assert by_kind["shape"]["accuracy"] == 1.0 and by_kind["count"]["accuracy"] == 0.0
+
+
+def test_vqa_is_split_by_the_shapes_in_the_picture_and_names_answers_given_for_another_shape():
+    scene = [Shape("circle", "red", "small", 0.27, 0.5), Shape("square", "blue", "large", 0.73, 0.5)]
+    assert names_another_shape("It is red.", "It is blue.", scene)  # the square's colour, asked of the circle
+    assert not names_another_shape("It is red.", "It is green.", scene)  # a colour not in the picture
+    assert not names_another_shape("It is red.", "It is red.", scene) and not names_another_shape(
+        "It is red.", "It is red or blue.", scene)
+    assert names_another_shape("It is on the left.", "It is on the right.", scene)
+    assert names_another_shape("It is a circle.", "It is a square.", scene)
+    assert not names_another_shape("There are two.", "There are three.", scene)
+    records = [{"shapes": 1, "correct": True, "another_shape_s": False},
+               {"shapes": 2, "correct": False, "another_shape_s": True},
+               {"shapes": 2, "correct": True, "another_shape_s": False}]
+    assert accuracy_by_shapes(records) == {"1": {"accuracy": 1.0, "questions": 1, "another_shape_s": 0.0},
+                                           "2": {"accuracy": 0.5, "questions": 2, "another_shape_s": 0.5}}
 
 
 def test_the_true_step_drawings_are_consistent_and_blank_ones_are_not():
@@ -199,9 +222,10 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
         {"trained", "direct", "mid_chat", "after_drawing", "overall", "drew_image"}
     assert "asked for in other words" in text
     asked = sum(values["questions"] for values in results["vqa_by_kind"].values())
+    assert sum(values["questions"] for values in results["vqa_by_shapes"].values()) == asked
     assert asked == results["settings"]["vqa_questions"] == 3
     assert "--vqa-questions 3" in text
-    assert "## Shapes VQA by kind of answer" in text
+    assert "## Shapes VQA by kind of answer" in text and "## Shapes VQA by number of shapes" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
     assert results["settings"]["residual_steps"] == 1
     assert "Images drawn with CFG 2, code temperature 1.0, top-k 0, top-p 0.9" in text
