@@ -128,6 +128,28 @@ def test_a_follow_up_request_asks_for_a_new_drawing_and_gets_exactly_it(tmp_path
     assert sum(scenes[index] != scenes[index + 1] for index in range(0, 16, 2)) >= 7  # new drawings, not copies
 
 
+def test_readings_ask_about_pictures_of_two_or_three_shapes_and_answer_what_they_show(tmp_path):
+    from worlds.shapes_detector import read_scene
+
+    build_main(["readings", "--out", str(tmp_path), "--count", "12", "--seed", "3"])
+    conversations = load_jsonl(tmp_path / "readings.jsonl")
+    captions = 0
+    for conversation in conversations:
+        first = conversation[0]["content"]
+        assert first[0]["type"] == "image" and first[1]["type"] == "text"
+        seen = read_scene(Image.open(tmp_path / first[0]["path"]))
+        assert len(seen) in (2, 3)
+        answers = [" ".join(part["text"] for part in message["content"]) for message in conversation[1::2]]
+        assert all(answers)
+        if " and " in answers[0]:  # a caption names every shape, with its colour and place
+            captions += 1
+            for kind, colour, _, position in seen:
+                assert f"{colour} {kind} {position}" in answers[0], (answers[0], seen)
+        else:
+            assert 1 <= len(answers) <= 3
+    assert 2 <= captions <= 10
+
+
 def test_each_step_image_adds_to_the_drawing():
     for procedure in PROCEDURES.values():
         images = step_images(procedure(random.Random(0)))

@@ -5,7 +5,8 @@
 
 KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
 questions about shape scenes), singles (requests to draw one shape), pairs (requests to draw
-two shapes), followups (a drawing, then a new unrelated one in the next turn), steps
+two shapes), followups (a drawing, then a new unrelated one in the next turn), readings
+(captions of and questions about pictures of two or three shapes), steps
 (step-by-step drawing instructions), chats
 (multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from training.builders.chats import chat_conversations
 from training.builders.edits import edit_conversations
 from training.builders.emoji import emoji_conversations
-from training.builders.shapes_chat import follow_up_drawings, shape_drawings, shapes_conversations
+from training.builders.shapes_chat import follow_up_drawings, shape_drawings, shape_readings, shapes_conversations
 from training.builders.steps import steps_conversations
 from worlds.conversation_writer import ConversationWriter
 from worlds.text_chats import text_conversations
@@ -40,6 +41,7 @@ BUILDERS = {
     "singles": lambda rng, count, args: shape_drawings(rng, count, 1, args.image_size),
     "pairs": lambda rng, count, args: shape_drawings(rng, count, 2, args.image_size),
     "followups": lambda rng, count, args: follow_up_drawings(rng, count, args.image_size),
+    "readings": lambda rng, count, args: shape_readings(rng, count, args.image_size),
     "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
     "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
     "edits": lambda rng, count, args: edit_conversations(rng, count, args.image_size, args.split),

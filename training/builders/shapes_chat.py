@@ -21,17 +21,38 @@ def shapes_conversations(rng: random.Random, count: int, image_size: int = 64) -
                    {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
                                                      {"type": "image", "image": image}]}]
         elif task < 0.65:
-            yield [{"role": "user", "content": [{"type": "image", "image": image},
-                                                {"type": "text", "text": rng.choice(CAPTION_QUESTIONS)}]},
-                   {"role": "assistant", "content": describe(scene)}]
+            yield _caption(scene, image, rng)
         else:
-            pairs = questions(scene, rng)[:rng.choice((1, 2))]
-            messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                                     {"type": "text", "text": pairs[0][0]}]},
-                        {"role": "assistant", "content": pairs[0][1]}]
-            for question, answer in pairs[1:]:
-                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-            yield messages
+            yield _questions(scene, image, rng, (1, 2))
+
+
+def _caption(scene: list, image, rng: random.Random) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": rng.choice(CAPTION_QUESTIONS)}]},
+            {"role": "assistant", "content": describe(scene)}]
+
+
+def _questions(scene: list, image, rng: random.Random, how_many: tuple[int, ...]) -> list[dict]:
+    pairs = questions(scene, rng)[:rng.choice(how_many)]
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": pairs[0][0]}]},
+                {"role": "assistant", "content": pairs[0][1]}]
+    for question, answer in pairs[1:]:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return messages
+
+
+def shape_readings(rng: random.Random, count: int, image_size: int = 64) -> Iterator[list[dict]]:
+    """Pictures of two or three shapes to read: a caption half the time, else one to three questions.
+
+    The shipped model reads a lone shape right in 0.98 of questions but two or three in 0.61 and
+    0.56, and 38-42% of its answers there name the asked property of another shape in the picture
+    (`vqa_by_shapes`, docs/default_model "Where reading fails"): it sees the shapes, not which
+    property goes with which. A source of these alone lets a mix weigh them up.
+    """
+    for _ in range(count):
+        scene = random_scene(rng, rng.choice((2, 3)))
+        image = render(scene, image_size)
+        yield _caption(scene, image, rng) if rng.random() < 0.5 else _questions(scene, image, rng, (1, 2, 3))
 
 
 def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int = 64) -> Iterator[list[dict]]:
