@@ -68,7 +68,7 @@ class ImageDrawing:
 
     def keep(self, positions: torch.Tensor) -> None:
         """Go on with these of the images only (one candidate per reply, once every scale is drawn)."""
-        positions = positions.to(self.running.latent.device if self.running.latent is not None else "cpu")
+        positions = positions.to(self.model.device)
         if self.running.latent is not None:
             self.running.latent = self.running.latent[positions]
         self.codes = [codes[positions] for codes in self.codes]
@@ -79,8 +79,7 @@ class ImageDrawing:
     def discrete_pixels(self, positions: torch.Tensor | None = None) -> torch.Tensor:
         """(count, 3, H, W) in [-1, 1]: the codes so far decoded (a coarse-to-fine preview); of
         the images at `positions` only, when given."""
-        latent = self.running.latent if positions is None else self.running.latent[positions.to(
-            self.running.latent.device)]
+        latent = self.running.latent if positions is None else self.running.latent[positions.to(self.model.device)]
         return self.model.image_tokenizer.decode_latent(latent)
 
     def sample_residual(self, hidden: torch.Tensor, steps: int, generator: torch.Generator | None,
