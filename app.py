@@ -299,7 +299,7 @@ def build_app(model: UnifiedVLM) -> gr.Blocks:
             max_images = gr.Slider(0, 8, value=4, step=1, label="max images per answer")
             image_candidates = gr.Slider(1, 8, value=GenerationConfig.for_model(model).image_candidates, step=1,
                                          label="drawings per image: the model keeps the one it finds likeliest "
-                                               "(N costs about N times the drawing time)")
+                                               "(N costs up to N times the drawing time)")
         gr.Examples(EXAMPLES, inputs=[message, upload], label="try")
         settings = [temperature, cfg_scale, residual_steps, seed, max_images, image_candidates]
         # The model is shared by every tab: its events form one queue ("model"), one at a time.

@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "model's own, else 1 = off)")
     parser.add_argument("--image-candidates", type=_at_least_one, default=None,
                         help="drawings per image, the one the model finds likeliest kept (default: the model's "
-                             "own, else 1); N costs about N times the drawing time")
+                             "own, else 1); N costs up to N times the drawing time")
     parser.add_argument("--batch-size", type=int, default=None, help="conversations per generation run")
     parser.add_argument("--geneval-draws", type=_at_least_one, default=None,
                         help=f"drawings of each GenEval prompt behind the headline hybrid score, which is their "

@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "generation_config.json, else 8)")
     parser.add_argument("--image-candidates", type=int, default=None,
                         help="draw each image this many times in one batched run and keep the one the model finds "
-                             "likeliest given the conversation (costs about that many times the drawing time; "
+                             "likeliest given the conversation (costs up to that many times the drawing time; "
                              "default: the model's own, from its generation_config.json, else 1)")
     parser.add_argument("--max-images", type=int, default=4, help="images per answer at most (0 = text only)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="text tokens per answer at most")

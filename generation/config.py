@@ -38,7 +38,7 @@ class GenerationConfig:
     residual_steps: int = 8
     # Candidate drawings per image: each is drawn in the same batched forwards, and the one whose
     # codes the model finds likeliest given the conversation (summed conditional log-probability)
-    # is kept; costs about this many times the drawing compute. 1 = draw once.
+    # is kept; costs up to this many times the drawing time (4 took 2.7x batched on a 2-core CPU). 1 = draw once.
     image_candidates: int = 1
     previews: bool = False  # emit a decoded preview after every scale (costs one decode per scale)
     force_image: bool = False  # the reply starts with an image instead of sampled text
