@@ -40,6 +40,7 @@ from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings, image_config
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, stream_generate
+from generation.sampling import code_log_likelihood
 from vlm.backbone import resolve_dtype
 from vlm.unified_model import UnifiedVLM
 
@@ -63,8 +64,7 @@ class CodeScores:
     def code_hook(self, rows: list[int], scale_index: int, codes: torch.Tensor) -> torch.Tensor:
         if "image_unconditional" not in self._logits:
             raise ValueError("scoring a drawing needs guidance's unconditional branch: use a cfg_scale other than 1")
-        flat = codes.flatten(1)[..., None]  # (rows, s * s, 1)
-        log_probs = {kind: torch.log_softmax(self._logits[f"image{suffix}"], -1).gather(-1, flat)[..., 0].sum(-1)
+        log_probs = {kind: code_log_likelihood(self._logits[f"image{suffix}"], codes)
                      for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
                                           ("guided", "_guided"))}
         for position, row in enumerate(rows):

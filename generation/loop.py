@@ -37,7 +37,7 @@ from generation.events import (
     ScalePreview,
     TextDelta,
 )
-from generation.sampling import filter_logits, guide, penalise_repeats
+from generation.sampling import code_log_likelihood, filter_logits, guide, penalise_repeats
 from generation.timing import StageTimer
 from vlm.decoding_cache import DecodingCache
 from vlm.image_io import tensor_to_pil
@@ -324,8 +324,7 @@ class InterleavedGenerator:
                         codes = self._hooked_codes(indices * candidates, scale_index, codes)
                     drawing.add(codes)
                     if candidates > 1:
-                        likelihood += torch.log_softmax(conditional.float(), dim=-1).gather(
-                            -1, codes.flatten(1)[..., None])[..., 0].sum(dim=1).cpu()
+                        likelihood += code_log_likelihood(conditional, codes).cpu()
                         leaders = likelihood.view(candidates, count).argmax(dim=0) * count + torch.arange(count)
                 if config.previews:
                     with stage("previews"):

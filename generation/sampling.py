@@ -40,3 +40,9 @@ def guide(conditional: torch.Tensor, unconditional: torch.Tensor, strength: floa
     if strength == 0:
         return conditional
     return (1 + strength) * conditional.float() - strength * unconditional.float()
+
+
+def code_log_likelihood(logits_BNV: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """(B,) summed log-probability of each row's codes (B, N, or B, s, s) under its logits: how
+    likely a drawn scale is, the score image candidates (and benchmarks.best_of_n) rank by."""
+    return torch.log_softmax(logits_BNV.float(), dim=-1).gather(-1, codes.flatten(1)[..., None])[..., 0].sum(dim=-1)
