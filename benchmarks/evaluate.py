@@ -259,6 +259,7 @@ HEADLINE = [
     ("emoji_naming_accuracy", "emoji naming accuracy (training-split emoji)"),
     ("steps_consistency", "step-by-step consistency"),
     ("edit_accuracy", "edit accuracy, single edits"),
+    ("edit_said_right", "single edits whose reply names the edited scene in words"),
     ("edit_chain_accuracy", "edit accuracy, chains of three (all three right)"),
     ("edit_chain_step_accuracy", "edit accuracy, each step of the chains"),
     ("text_ppl_base", "text perplexity, stock backbone"),
@@ -374,7 +375,7 @@ def report(results: dict, command: str) -> str:
         parts.append("")
     if "edit_accuracy" in results:
         kinds = {key: value for key, value in results.items() if key.startswith("edit_") and key not in
-                 ("edit_accuracy", "edit_chain_accuracy", "edit_chain_step_accuracy")}
+                 ("edit_accuracy", "edit_said_right", "edit_chain_accuracy", "edit_chain_step_accuracy")}
         parts += ["## Edits by kind (single edits)", "", "| kind | accuracy |", "|---|---|",
                   *[f"| {key.removeprefix('edit_')} | {value:.2f} |" for key, value in kinds.items()], ""]
     if "speed" in results:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from training.builders.edits import edit_conversations, shapes_edit_conversation
 from worlds.scene_edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
-from worlds.shapes import random_scene, render
+from worlds.shapes import names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
 
@@ -59,3 +59,13 @@ def test_emoji_edits_keep_the_canvas_and_reject_unknown_kinds():
         emoji_edit(image, "rotate")
     with pytest.raises(ValueError, match="unknown edit"):
         random_edit(random_scene(random.Random(0)), random.Random(0), kind="rotate")
+
+
+def test_names_exactly_rejects_a_wrong_missing_or_extra_shape():
+    key = [("heart", "green", "large", "at the top"), ("star", "red", "small", "on the left")]
+    assert names_exactly("Done: a small red star on the left and a large green heart at the top.", key)
+    assert not names_exactly("Done: a small red star on the left and a large blue heart at the top.", key)
+    assert not names_exactly("Done: a small red star on the left.", key)
+    assert not names_exactly("Done: a small red star on the left, a large green heart at the top and a small "
+                             "blue circle in the middle.", key)
+    assert not names_exactly("Here it is:", key) and not names_exactly("Here it is:", [])

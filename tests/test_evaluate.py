@@ -206,7 +206,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
                    "--tasks", "geneval", "vqa", "steps", "edits", "text", "--vqa-questions", "3"])
     results = json.loads(report_json.read_text())
     for key in ("geneval_overall", "geneval_discrete_overall", "geneval_other_words", "vqa_accuracy",
-                "steps_consistency", "edit_accuracy", "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
+                "steps_consistency", "edit_accuracy", "edit_said_right", "edit_chain_accuracy", "text_ppl_base",
+                "text_ppl_model"):
         assert key in results, key
     assert set(results["geneval"]["cfg_sweep"]) == {"1", "3"}
     hybrid = results["geneval"]["hybrid"]  # quick draws each prompt twice; the headline is the mean

@@ -134,6 +134,14 @@ def describe(shapes: list[Shape]) -> str:
     return f"{', '.join(parts[:-1]).capitalize()} and {parts[-1]}."
 
 
+def names_exactly(text: str, key: list[tuple[str, str, str, str]]) -> bool:
+    """Whether `text` names exactly the shapes of `key` (`shapes_detector.scene_key`'s form), each
+    with its size, colour, kind and place, and no other (one comma or "and" between two shapes):
+    what a reply that says what it draws should say, checked against its picture or the asked-for scene."""
+    return (bool(key) and text.count(",") + text.count(" and ") == len(key) - 1
+            and all(f"{size} {colour} {kind} {place}" in text for kind, colour, size, place in key))
+
+
 def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
     """Question/answer pairs a viewer of the image can answer exactly."""
     pairs = [("How many shapes are there?", f"There {'is' if len(shapes) == 1 else 'are'} "

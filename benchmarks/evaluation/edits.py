@@ -5,6 +5,10 @@ the requested change happened and nothing else changed. Single edits start from 
 render; chains of three start from an upload too, and each later request edits the model's
 own previous image (which goes back into the context as its final block, as in the chat).
 A chain is right only when all three of its images are.
+
+`edit_said_right`: the share of single edits whose reply names exactly the edited scene in words
+(`worlds.shapes.names_exactly`), for a model that says what it draws before drawing it: it tells
+a request misread (wrong words) from a drawing that missed its own words.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import random
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
 from vlm.unified_model import UnifiedVLM
 from worlds.scene_edits import edit_chain, random_edit
-from worlds.shapes import random_scene, render
+from worlds.shapes import names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
 
@@ -34,6 +38,7 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]
     answers = replies(model, conversations, config, settings.batch_size, "edits")
     single_ok = [first_image(reply) is not None and read_scene(first_image(reply)) == scene_key(edit.after)
                  for edit, reply in zip(singles, answers)]
+    said_right = [names_exactly(reply.text, scene_key(edit.after)) for edit, reply in zip(singles, answers)]
     by_kind: dict[str, list[bool]] = {}
     for edit, ok in zip(singles, single_ok):
         by_kind.setdefault(edit.kind, []).append(ok)
@@ -52,7 +57,7 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]
             histories[index] = histories[index] + [reply.as_dict()]
             if step < 2:
                 histories[index].append({"role": "user", "content": chain[step + 1].request})
-    result = {"edit_accuracy": sum(single_ok) / len(single_ok),
+    result = {"edit_accuracy": sum(single_ok) / len(single_ok), "edit_said_right": sum(said_right) / len(said_right),
               "edit_chain_accuracy": sum(chain_ok) / len(chain_ok),
               "edit_chain_step_accuracy": sum(step_ok) / len(step_ok)}
     result |= {f"edit_{kind}": sum(values) / len(values) for kind, values in sorted(by_kind.items())}
