@@ -48,6 +48,20 @@ def test_edit_conversations_label_each_new_image_after_its_request():
     assert len(built) == 4
 
 
+def test_shapes_edit_replies_say_what_their_picture_shows():
+    """The text before each drawn image names exactly the shapes the image holds (read back by the
+    detector), so the drawing is conditioned on a description of itself."""
+    replies = 0
+    for seed in range(20):
+        for message in shapes_edit_conversation(random.Random(seed)):
+            if message["role"] != "assistant":
+                continue
+            text, image = message["content"][0]["text"], message["content"][1]["image"]
+            assert names_exactly(text, read_scene(image)), text
+            replies += 1
+    assert replies >= 20
+
+
 def test_emoji_edits_keep_the_canvas_and_reject_unknown_kinds():
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     for kind in EMOJI_EDITS:

@@ -88,17 +88,36 @@ def test_builders_write_valid_data_with_images(shapes_data, tmp_path):
 
 @pytest.mark.parametrize("kind, shapes", [("singles", 1), ("pairs", 2)])
 def test_shape_drawings_show_exactly_the_shapes_their_prompt_asks_for(tmp_path, kind, shapes):
-    from worlds.shapes import SHAPES
-    from worlds.shapes_detector import detect
+    """... and the reply says what the picture shows before showing it."""
+    from worlds.shapes import SHAPES, names_exactly
+    from worlds.shapes_detector import detect, read_scene
 
     build_main([kind, "--out", str(tmp_path), "--count", "6", "--seed", "1"])
     conversations = load_jsonl(tmp_path / f"{kind}.jsonl")
     assert len(conversations) == 6
     for request, reply in conversations:
         prompt = request["content"][0]["text"]
-        found = detect(Image.open(tmp_path / reply["content"][1]["path"]))
+        image = Image.open(tmp_path / reply["content"][1]["path"])
+        found = detect(image)
         asked = sorted(kind for kind in SHAPES for _ in range(prompt.count(f" {kind}")))
         assert len(found) == shapes and sorted(shape.kind for shape in found) == asked, prompt
+        assert names_exactly(reply["content"][0]["text"], read_scene(image)), reply
+
+
+def test_follow_up_and_shapes_drawings_say_what_they_draw():
+    from training.builders.shapes_chat import follow_up_drawings, shapes_conversations
+    from worlds.shapes import names_exactly
+    from worlds.shapes_detector import read_scene
+
+    rng = random.Random(2)
+    drawn = 0
+    for conversation in [*follow_up_drawings(rng, 6), *shapes_conversations(rng, 12)]:
+        for message in conversation:
+            content = message["content"]
+            if message["role"] == "assistant" and isinstance(content, list) and content[-1]["type"] == "image":
+                assert names_exactly(content[0]["text"], read_scene(content[-1]["image"])), content[0]
+                drawn += 1
+    assert drawn >= 12
 
 
 def test_a_kind_outside_the_default_mix_needs_a_count(tmp_path, monkeypatch):

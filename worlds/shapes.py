@@ -134,6 +134,13 @@ def describe(shapes: list[Shape]) -> str:
     return f"{', '.join(parts[:-1]).capitalize()} and {parts[-1]}."
 
 
+def described_reply(shapes: list[Shape], rng: random.Random) -> str:
+    """What the assistant says before drawing `shapes`: a lead and what the picture will show
+    ("Done: a large green star at the top."), so the drawing is conditioned on its own description."""
+    sentence = describe(shapes)
+    return f"{rng.choice(DRAW_REPLIES)} {sentence[0].lower()}{sentence[1:]}"
+
+
 def names_exactly(text: str, key: list[tuple[str, str, str, str]]) -> bool:
     """Whether `text` names exactly the shapes of `key` (`shapes_detector.scene_key`'s form), each
     with its size, colour, kind and place, and no other (one comma or "and" between two shapes):

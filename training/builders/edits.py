@@ -3,6 +3,11 @@
 Shapes world: recolour, add, remove, move or resize one shape, on an upload or on the
 model's own drawing, in chains of up to three edits. OpenMoji: bigger, smaller, to one side,
 two of them. Every target image is exact (rendered from the edited scene or transformed).
+
+A shapes-world reply says what the new picture shows before drawing it ("Done: a large green
+star at the top."): the drawing is then conditioned on a description, which the model draws
+from far better than it copies from a source image (an edit of one shape kept the requested
+colour but lost the shape's kind or place; docs/default_model, "Replies that say what they draw").
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ from collections.abc import Iterator
 from worlds.english import article
 from worlds.openmoji import emoji_images
 from worlds.scene_edits import EMOJI_EDITS, edit_chain, emoji_edit
-from worlds.shapes import drawing_prompt, random_scene, render
+from worlds.shapes import described_reply, drawing_prompt, random_scene, render
 
 EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
 UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")
 
 
-def _reply(rng: random.Random, image) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": rng.choice(EDIT_REPLIES)},
-                                             {"type": "image", "image": image}]}
+def _reply(rng: random.Random, image, scene: list | None = None) -> dict:
+    """The reply's lead, then (for a shapes scene) what the picture shows, then the picture."""
+    text = rng.choice(EDIT_REPLIES) if scene is None else described_reply(scene, rng)
+    return {"role": "assistant", "content": [{"type": "text", "text": text}, {"type": "image", "image": image}]}
 
 
 def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[dict]:
@@ -35,11 +41,12 @@ def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[d
             {"type": "text", "text": rng.choice(UPLOAD_OPENERS) + first.request}]}]
     else:
         messages = [{"role": "user", "content": drawing_prompt(scene, rng)},
-                    _reply(rng, render(scene, image_size)),
+                    _reply(rng, render(scene, image_size), scene),
                     {"role": "user", "content": first.request}]
-    messages.append(_reply(rng, render(list(first.after), image_size)))
+    messages.append(_reply(rng, render(list(first.after), image_size), list(first.after)))
     for edit in chain[1:]:
-        messages += [{"role": "user", "content": edit.request}, _reply(rng, render(list(edit.after), image_size))]
+        after = list(edit.after)
+        messages += [{"role": "user", "content": edit.request}, _reply(rng, render(after, image_size), after)]
     return messages
 
 

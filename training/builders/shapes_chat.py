@@ -1,11 +1,16 @@
-"""Shapes-world conversations: draw a described scene, caption an image, answer questions about it."""
+"""Shapes-world conversations: draw a described scene, caption an image, answer questions about it.
+
+Every drawing reply says what it draws before the picture (`worlds.shapes.described_reply`), so
+a request that leaves size or place open is settled in words first, and the picture is drawn
+from a full description of itself (docs/default_model, "Replies that say what they draw").
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 
-from worlds.shapes import DRAW_REPLIES, describe, drawing_prompt, questions, random_scene, render
+from worlds.shapes import describe, described_reply, drawing_prompt, questions, random_scene, render
 
 CAPTION_QUESTIONS = ("Describe this picture.", "What do you see?", "What is in this image?")
 
@@ -18,7 +23,7 @@ def shapes_conversations(rng: random.Random, count: int, image_size: int = 64) -
         task = rng.random()
         if task < 0.4:
             yield [{"role": "user", "content": drawing_prompt(scene, rng)},
-                   {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+                   {"role": "assistant", "content": [{"type": "text", "text": described_reply(scene, rng)},
                                                      {"type": "image", "image": image}]}]
         elif task < 0.65:
             yield _caption(scene, image, rng)
@@ -69,7 +74,7 @@ def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int 
     for _ in range(count):
         scene = random_scene(rng, shapes)
         yield [{"role": "user", "content": drawing_prompt(scene, rng)},
-               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+               {"role": "assistant", "content": [{"type": "text", "text": described_reply(scene, rng)},
                                                  {"type": "image", "image": render(scene, image_size)}]}]
 
 
@@ -90,8 +95,8 @@ def follow_up_drawings(rng: random.Random, count: int, image_size: int = 64) -> 
         first, second = (random_scene(rng, 2 if rng.random() < 0.25 else 1) for _ in range(2))
         request = rng.choice(NEXT_REQUEST_OPENINGS) + drawing_prompt(second, rng)
         yield [{"role": "user", "content": drawing_prompt(first, rng)},
-               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+               {"role": "assistant", "content": [{"type": "text", "text": described_reply(first, rng)},
                                                  {"type": "image", "image": render(first, image_size)}]},
                {"role": "user", "content": request},
-               {"role": "assistant", "content": [{"type": "text", "text": rng.choice(DRAW_REPLIES)},
+               {"role": "assistant", "content": [{"type": "text", "text": described_reply(second, rng)},
                                                  {"type": "image", "image": render(second, image_size)}]}]
