@@ -1,4 +1,8 @@
-"""Multi-turn chats that ask for an image mid-conversation and talk about it afterwards."""
+"""Multi-turn chats that ask for an image mid-conversation and talk about it afterwards.
+
+A shapes drawing says what it shows before the picture, as every shapes-world drawing reply does
+(`worlds.shapes.described_reply`); an emoji drawing names the emoji.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Iterator
 
 from worlds.english import article
 from worlds.openmoji import emoji_images
-from worlds.shapes import drawing_prompt, questions, random_scene, render
+from worlds.shapes import described_reply, drawing_prompt, questions, random_scene, render
 
 OPENERS = [
     ("Hi! I'm making a poster for school.", "That sounds like a fun project! How can I help?"),
@@ -39,7 +43,7 @@ def chat_conversations(rng: random.Random, count: int, image_size: int = 64, spl
             scene = random_scene(rng)
             messages += [
                 {"role": "user", "content": drawing_prompt(scene, rng)},
-                {"role": "assistant", "content": [{"type": "text", "text": "Here it is:"},
+                {"role": "assistant", "content": [{"type": "text", "text": described_reply(scene, rng)},
                                                   {"type": "image", "image": render(scene, image_size)}]},
             ]
             question, answer = rng.choice(questions(scene, rng))
