@@ -9,7 +9,7 @@ from PIL import Image
 
 from training.builders.edits import edit_conversations, shapes_edit_conversation
 from worlds.scene_edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
-from worlds.shapes import names_exactly, random_scene, render
+from worlds.shapes import DRAW_REPLIES, names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
 
@@ -62,6 +62,27 @@ def test_shapes_edit_replies_say_what_their_picture_shows():
     assert replies >= 20
 
 
+def test_an_upload_edit_says_what_the_upload_shows_before_the_edited_scene():
+    """The first reply after an uploaded picture opens with that picture's caption (its exact
+    shapes), then the edited scene; an edit of the model's own drawing, already described in the
+    context, does not repeat it."""
+    uploads = own = 0
+    for seed in range(30):
+        conversation = shapes_edit_conversation(random.Random(seed))
+        first_reply = next(message for message in conversation if message["role"] == "assistant")
+        text = first_reply["content"][0]["text"]
+        if isinstance(conversation[0]["content"], list):
+            source = conversation[0]["content"][0]["image"]
+            caption, edited = text.split(". ", 1)
+            assert names_exactly(caption + ".", read_scene(source)), text
+            assert not names_exactly(text, read_scene(source)) and edited.split(":")[0] + ":" in DRAW_REPLIES
+            uploads += 1
+        else:
+            assert text.count(". ") == 0, text
+            own += 1
+    assert uploads >= 5 and own >= 5
+
+
 def test_emoji_edits_keep_the_canvas_and_reject_unknown_kinds():
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     for kind in EMOJI_EDITS:
@@ -83,3 +104,8 @@ def test_names_exactly_rejects_a_wrong_missing_or_extra_shape():
     assert not names_exactly("Done: a small red star on the left, a large green heart at the top and a small "
                              "blue circle in the middle.", key)
     assert not names_exactly("Here it is:", key) and not names_exactly("Here it is:", [])
+    # only the last sentence, the one the picture follows, is judged
+    assert names_exactly("A large blue heart at the top. Done: a small red star on the left and a large green "
+                         "heart at the top.", key)
+    assert not names_exactly("A small red star on the left and a large green heart at the top. Done: a small "
+                             "red star on the left.", key)

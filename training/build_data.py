@@ -67,7 +67,8 @@ BUILDERS = {
 # edits builders; a leg from the shipped model trained on them (leg f8d) drew two-shape scenes right
 # three times as often as the same leg without them and got the first edits right (6 of 48 against 1;
 # docs/default_model). Leg f8d is the shipped model. The chats builder's one shapes drawing says it too
-# (2026-12-07, after leg f8d, which trained on chats that answered "Here it is:").
+# (2026-12-07, after leg f8d, which trained on chats that answered "Here it is:"), and the first edit of
+# an upload says what the upload shows before the edited scene (2026-12-07, after leg f9; not yet trained).
 DEFAULT_MIX = {"emoji": (4000, 1.0), "shapes": (4000, 12.0), "singles": (2000, 12.0), "pairs": (2000, 8.0),
                "steps": (1000, 2.0), "chats": (1500, 1.0), "edits": (3000, 2.0), "text": (800, 3.0),
                "followups": (2000, 2.0)}

@@ -142,9 +142,12 @@ def described_reply(shapes: list[Shape], rng: random.Random) -> str:
 
 
 def names_exactly(text: str, key: list[tuple[str, str, str, str]]) -> bool:
-    """Whether `text` names exactly the shapes of `key` (`shapes_detector.scene_key`'s form), each
-    with its size, colour, kind and place, and no other (one comma or "and" between two shapes):
-    what a reply that says what it draws should say, checked against its picture or the asked-for scene."""
+    """Whether `text`'s last sentence names exactly the shapes of `key` (`shapes_detector.scene_key`'s
+    form), each with its size, colour, kind and place, and no other (one comma or "and" between two
+    shapes): what a reply that says what it draws should say, checked against its picture or the
+    asked-for scene. Only the last sentence, since the picture follows it (an edit of an upload
+    first says what the upload shows)."""
+    text = text.strip().rsplit(". ", 1)[-1]
     return (bool(key) and text.count(",") + text.count(" and ") == len(key) - 1
             and all(f"{size} {colour} {kind} {place}" in text for kind, colour, size, place in key))
 

@@ -8,6 +8,11 @@ A shapes-world reply says what the new picture shows before drawing it ("Done: a
 star at the top."): the drawing is then conditioned on a description, which the model draws
 from far better than it copies from a source image (an edit of one shape kept the requested
 colour but lost the shape's kind or place; docs/default_model, "Replies that say what they draw").
+The first edit of an uploaded picture also says what the upload shows, in the words of a caption,
+before the new description ("A large purple heart on the right. Done: a large blue heart on the
+right."): the edit in words then changes a description in the context, where the model otherwise
+had to read the picture and change it in one go (the shipped model named the edited scene in 9 of
+48 single edits, while it reads one-shape pictures right in nearly every question).
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from collections.abc import Iterator
 from worlds.english import article
 from worlds.openmoji import emoji_images
 from worlds.scene_edits import EMOJI_EDITS, edit_chain, emoji_edit
-from worlds.shapes import described_reply, drawing_prompt, random_scene, render
+from worlds.shapes import describe, described_reply, drawing_prompt, random_scene, render
 
 EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
 UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")
 
 
-def _reply(rng: random.Random, image, scene: list | None = None) -> dict:
-    """The reply's lead, then (for a shapes scene) what the picture shows, then the picture."""
+def _reply(rng: random.Random, image, scene: list | None = None, source: list | None = None) -> dict:
+    """The reply's lead, then (for a shapes scene) what the picture shows, then the picture; with a
+    `source` scene, first what that (uploaded) picture shows."""
     text = rng.choice(EDIT_REPLIES) if scene is None else described_reply(scene, rng)
+    if source is not None:
+        text = f"{describe(source)} {text}"
     return {"role": "assistant", "content": [{"type": "text", "text": text}, {"type": "image", "image": image}]}
 
 
@@ -35,7 +43,8 @@ def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[d
     scene = random_scene(rng)
     chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
     first = chain[0]
-    if rng.random() < 0.5:
+    uploaded = rng.random() < 0.5
+    if uploaded:
         messages = [{"role": "user", "content": [
             {"type": "image", "image": render(scene, image_size)},
             {"type": "text", "text": rng.choice(UPLOAD_OPENERS) + first.request}]}]
@@ -43,7 +52,8 @@ def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[d
         messages = [{"role": "user", "content": drawing_prompt(scene, rng)},
                     _reply(rng, render(scene, image_size), scene),
                     {"role": "user", "content": first.request}]
-    messages.append(_reply(rng, render(list(first.after), image_size), list(first.after)))
+    messages.append(_reply(rng, render(list(first.after), image_size), list(first.after),
+                           source=scene if uploaded else None))
     for edit in chain[1:]:
         after = list(edit.after)
         messages += [{"role": "user", "content": edit.request}, _reply(rng, render(after, image_size), after)]
