@@ -14,7 +14,12 @@ the logits it sampled its codes from (before temperature, top-k and top-p):
 - `guided`: the same under classifier-free guidance;
 - `pmi`: log p(codes | conversation) - log p(codes | nothing), the pointwise mutual information
   of the drawing and the request, which guidance sharpens and which CLIP-style reranking scores
-  with a second model; here the unconditional branch guidance runs anyway gives it for free.
+  with a second model; here the unconditional branch guidance runs anyway gives it for free;
+- `readback`: the drawing read back, log p(its caption | the drawing, "Describe this picture."),
+  where the caption is what the reply said it would draw (its last sentence before the image, less
+  any lead up to a colon: "Here it is: a red circle on the left." -> "A red circle on the left.");
+  the model captioning its own drawing, as a captioner reranks in CLIP-style pipelines, at one more
+  forward per drawing. Missing (None) where the reply wrote no words before the image.
 
 Per category it prints the first drawing's pass rate (the evaluation's number), the mean over
 the N drawings (GenEval less bound to one seed), the pass rate when the best of N by each score
@@ -33,20 +38,24 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings, image_config
 from chat.quiet import add_dtype_flag
-from generation import GenerationConfig, ImageFinished, stream_generate
+from generation import GenerationConfig, ImageFinished, TextDelta, stream_generate
 from generation.sampling import code_log_likelihood
 from vlm.backbone import resolve_dtype
+from vlm.processor import IGNORE_INDEX
 from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
 
-SCORES = ("conditional", "guided", "pmi")
+SCORES = ("conditional", "guided", "pmi", "readback")
+CODE_SCORES = SCORES[:3]  # summed from the logits the codes were sampled from
+READBACK_QUESTION = "Describe this picture."  # one of the shapes captions' questions
 
 
 class CodeScores:
@@ -68,12 +77,32 @@ class CodeScores:
                      for kind, suffix in (("conditional", ""), ("unconditional", "_unconditional"),
                                           ("guided", "_guided"))}
         for position, row in enumerate(rows):
-            totals = self.rows.setdefault(row, dict.fromkeys(SCORES, 0.0))
+            totals = self.rows.setdefault(row, dict.fromkeys(CODE_SCORES, 0.0))
             totals["conditional"] += log_probs["conditional"][position].item()
             totals["guided"] += log_probs["guided"][position].item()
             totals["pmi"] += (log_probs["conditional"][position] - log_probs["unconditional"][position]).item()
         self._logits.clear()
         return codes
+
+
+def caption_of(words: str) -> str | None:
+    """What a reply said it would draw, as a caption: the last sentence of `words` (the reply
+    before its image), less any lead up to a colon, capitalised; None where nothing is left."""
+    sentence = words.strip().rstrip(".").rsplit(". ", 1)[-1].split(":", 1)[-1].strip()
+    return f"{sentence[0].upper()}{sentence[1:]}." if sentence else None
+
+
+@torch.no_grad()
+def read_back(model: UnifiedVLM, image: Image.Image, caption: str) -> float:
+    """log p(`caption` | `image`, READBACK_QUESTION): the model reading its drawing as an upload."""
+    chat = [{"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": READBACK_QUESTION}]},
+            {"role": "assistant", "content": caption}]
+    batch = model.processor(chat)
+    labels = batch.text_labels[:, 1:]
+    logits = model(batch).text_logits[:, :-1].float()
+    return -float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                  reduction="sum"))
 
 
 def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationConfig
@@ -88,12 +117,22 @@ def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationCon
     scores = CodeScores()
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
     images: dict[int, Image.Image] = {}
+    words: dict[int, str] = {}  # per row, the reply before its image
     for event in stream_generate(model, conversations, config, logits_hook=scores.logits_hook,
                                  code_hook=scores.code_hook):
-        if isinstance(event, ImageFinished) and event.sequence not in images:
+        if isinstance(event, TextDelta) and event.sequence not in images:
+            words[event.sequence] = words.get(event.sequence, "") + event.text
+        elif isinstance(event, ImageFinished) and event.sequence not in images:
             images[event.sequence] = event.image
-    return [(images.get(row), scores.rows[row] if row in images else dict.fromkeys(SCORES))
-            for row in range(len(prompts))]
+    scored = []
+    for row in range(len(prompts)):
+        if row not in images:
+            scored.append((None, dict.fromkeys(SCORES)))
+            continue
+        caption = caption_of(words.get(row, ""))
+        readback = None if caption is None else read_back(model, images[row], caption)
+        scored.append((images[row], {**scores.rows[row], "readback": readback}))
+    return scored
 
 
 def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, candidates: int) -> list[dict]:
@@ -120,8 +159,10 @@ def run(model: UnifiedVLM, settings: EvalSettings, config: GenerationConfig, can
 
 
 def picked(draws: list[dict], score: str) -> bool:
-    """Whether the drawing with the highest score passed (drawings that are missing never win)."""
-    return max(draws, key=lambda draw: (draw["drew"], draw[score] if draw["drew"] else 0.0))["passed"]
+    """Whether the drawing with the highest score passed (drawings that are missing, or have no
+    such score, never win over one that has it)."""
+    return max(draws, key=lambda draw: (draw["drew"] and draw[score] is not None,
+                                        draw[score] if draw["drew"] and draw[score] is not None else 0.0))["passed"]
 
 
 def summarise(results: list[dict]) -> dict[str, dict[str, float]]:

@@ -375,9 +375,15 @@ def report(results: dict, command: str) -> str:
         parts.append("")
     if "edit_accuracy" in results:
         kinds = {key: value for key, value in results.items() if key.startswith("edit_") and key not in
-                 ("edit_accuracy", "edit_said_right", "edit_chain_accuracy", "edit_chain_step_accuracy")}
+                 ("edit_accuracy", "edit_said_right", "edit_chain_accuracy", "edit_chain_step_accuracy",
+                  "edit_by_shapes")}
         parts += ["## Edits by kind (single edits)", "", "| kind | accuracy |", "|---|---|",
                   *[f"| {key.removeprefix('edit_')} | {value:.2f} |" for key, value in kinds.items()], ""]
+    if "edit_by_shapes" in results:
+        parts += ["## Edits by number of shapes in the upload (single edits)", "",
+                  "| shapes | edits | drawn right | reply names the edited scene |", "|---|---|---|---|",
+                  *[f"| {count} | {values['edits']} | {values['accuracy']:.2f} | {values['said_right']:.2f} |"
+                    for count, values in results["edit_by_shapes"].items()], ""]
     if "speed" in results:
         parts += ["## Speed (docs/speed_benchmark.json, `python -m benchmarks.speed`)", "", "| measure | value |",
                   "|---|---|", *[f"| {key} | {_number(value)} |" for key, value in results["speed"].items()

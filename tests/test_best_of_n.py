@@ -9,11 +9,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from PIL import Image
 
 from benchmarks import best_of_n
 from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
 from generation import GenerationConfig
 from tests.tiny_vlm import force_one_image, perturbed, tiny_model
+from vlm.processor import IGNORE_INDEX
 from vlm.teacher_forcing import blind_drawings, dropped_drawings
 
 PROMPT = "Draw a red circle."
@@ -72,6 +74,49 @@ def test_each_row_s_scores_are_its_codes_log_likelihoods_with_and_without_the_re
         guided = (1 + ramps) * conditional.float() - ramps * unconditional.float()
         assert scores["guided"] == pytest.approx(code_log_likelihood(guided, tokens.codes), abs=2e-2)
     assert scored[0][1]["conditional"] != scored[1][1]["conditional"]
+
+
+@pytest.mark.parametrize("words, caption", [("Here it is: a small red circle on the left.",
+                                             "A small red circle on the left."),
+                                            ("Sure! Here is how.\nStep 1: draw a green stem.\n", "Draw a green stem."),
+                                            ("a blue heart", "A blue heart."), ("Here you go:", None), ("  ", None)])
+def test_the_caption_read_back_is_what_the_reply_said_it_would_draw(words, caption):
+    assert best_of_n.caption_of(words) == caption
+
+
+def test_read_back_is_the_caption_s_log_likelihood_given_the_drawing(tiny_parts):
+    model = perturbed(tiny_model(tiny_parts))
+    red, blue = Image.new("RGB", (64, 64), (220, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 220))
+    caption = "A large red circle in the middle."
+    chat = [{"role": "user", "content": [{"type": "image", "image": red},
+                                         {"type": "text", "text": best_of_n.READBACK_QUESTION}]},
+            {"role": "assistant", "content": caption}]
+    batch = model.processor(chat)
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(batch).text_logits[0, :-1].float(), -1)
+    labels = batch.text_labels[0, 1:]
+    kept = labels != IGNORE_INDEX
+    assert model.processor.tokenizer.decode(labels[kept]).startswith(caption)  # the caption's tokens are scored
+    expected = log_probs[kept].gather(-1, labels[kept][:, None]).sum().item()
+    assert best_of_n.read_back(model, red, caption) == pytest.approx(expected, rel=1e-5)
+    assert best_of_n.read_back(model, blue, caption) != pytest.approx(expected, rel=1e-5)  # it reads the drawing
+
+
+def test_a_drawing_is_read_back_against_the_words_its_reply_wrote_before_it(tiny_parts):
+    opening = "Here it is: a red circle"
+    model = force_one_image(perturbed(tiny_model(tiny_parts)), words_first=6, opening=opening)
+    config = GenerationConfig(max_images=1, max_new_tokens=8, residual_steps=0, cfg_scale=3.0, seed=4)
+    model.reset_script()
+    [(image, scores)] = best_of_n.scored_drawings(model, [PROMPT], config)
+    model.reset_script()
+    [reply] = replies(model, [[{"role": "user", "content": PROMPT}]], config, 1, "same")
+    words = reply.parts[0]["text"]
+    assert words.startswith("Here it is:") and reply.parts[1]["type"] == "image"
+    assert scores["readback"] == pytest.approx(best_of_n.read_back(model, image, best_of_n.caption_of(words)))
+    drawer = force_one_image(perturbed(tiny_model(tiny_parts)))  # no words before the image: nothing to read back
+    drawer.reset_script()
+    [(_, scores)] = best_of_n.scored_drawings(drawer, [PROMPT], config)
+    assert scores["readback"] is None and scores["conditional"] is not None
 
 
 @pytest.mark.parametrize("settings, message", [({"cfg_scale": 1.0}, "cfg_scale other than 1"),
@@ -134,9 +179,9 @@ def test_the_evaluation_s_drawings_are_best_of_n_s_and_its_score_is_their_mean(d
 
 
 def test_the_table_averages_picks_by_each_score_and_counts_any_pass():
-    def draw(passed, conditional, pmi, drew=True):
+    def draw(passed, conditional, pmi, drew=True, readback=-1.0):
         return {"passed": passed, "drew": drew, "conditional": conditional if drew else None,
-                "guided": 0.0 if drew else None, "pmi": pmi if drew else None}
+                "guided": 0.0 if drew else None, "pmi": pmi if drew else None, "readback": readback if drew else None}
 
     results = [
         {"category": "single_object", "draws": [draw(False, -1.0, 5.0), draw(True, -2.0, 1.0)]},
@@ -145,10 +190,13 @@ def test_the_table_averages_picks_by_each_score_and_counts_any_pass():
     ]
     table = best_of_n.summarise(results)
     assert table["single_object"] == {"first": 0.0, "mean": 0.25, "best_conditional": 0.0, "best_guided": 0.0,
-                                      "best_pmi": 0.0, "oracle": 0.5}
+                                      "best_pmi": 0.0, "best_readback": 0.0, "oracle": 0.5}
     assert table["colours"]["mean"] == table["colours"]["oracle"] == table["colours"]["best_pmi"] == 1.0
     assert table["overall"]["mean"] == pytest.approx((0.25 + 1.0) / 2)  # categories weigh alike, as GenEval's
     assert best_of_n.picked([draw(True, 0.0, 0.0, drew=False), draw(False, -5.0, -5.0)], "pmi") is False
+    # a drawing whose reply said nothing to read back never wins over one read back, however low
+    assert best_of_n.picked([draw(True, 0.0, 0.0, readback=None), draw(False, 0.0, 0.0, readback=-50.0)],
+                            "readback") is False
 
 
 def test_the_cli_checks_its_flags(capsys):

@@ -227,6 +227,12 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     assert asked == results["settings"]["vqa_questions"] == 3
     assert "--vqa-questions 3" in text
     assert "## Shapes VQA by kind of answer" in text and "## Shapes VQA by number of shapes" in text
+    split = results["edit_by_shapes"]  # single edits split by the upload's shapes, adding up to the whole
+    edits = sum(values["edits"] for values in split.values())
+    assert edits == results["settings"]["edit_singles"] and set(split) <= {"1", "2", "3"}
+    for key, whole in (("accuracy", "edit_accuracy"), ("said_right", "edit_said_right")):
+        assert sum(values[key] * values["edits"] for values in split.values()) == pytest.approx(results[whole] * edits)
+    assert "## Edits by number of shapes in the upload" in text and "## Edits by kind" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)
     assert results["settings"]["residual_steps"] == 1
     assert "Images drawn with CFG 2, code temperature 1.0, top-k 0, top-p 0.9" in text

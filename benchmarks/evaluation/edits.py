@@ -8,7 +8,10 @@ A chain is right only when all three of its images are.
 
 `edit_said_right`: the share of single edits whose reply names exactly the edited scene in words
 (`worlds.shapes.names_exactly`), for a model that says what it draws before drawing it: it tells
-a request misread (wrong words) from a drawing that missed its own words.
+a request misread (wrong words) from a drawing that missed its own words. `edit_by_shapes` splits
+both by the number of shapes in the upload: on the default model of 2026-12-07 every edit it got
+right started from a one-shape picture, and no reply named the edited scene of a two- or
+three-shape one (their shapes come back scrambled, as in reading them: `vqa_by_shapes`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _upload_turn(image, request: str) -> dict:
     return {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": request}]}
 
 
-def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]:
+def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float | dict]:
     rng = random.Random(f"edits-{settings.seed}")
     config = image_config(settings)
     singles = []
@@ -61,4 +64,16 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float]
               "edit_chain_accuracy": sum(chain_ok) / len(chain_ok),
               "edit_chain_step_accuracy": sum(step_ok) / len(step_ok)}
     result |= {f"edit_{kind}": sum(values) / len(values) for kind, values in sorted(by_kind.items())}
+    result["edit_by_shapes"] = by_shapes(singles, single_ok, said_right)
     return result
+
+
+def by_shapes(singles: list, drawn_right: list[bool], said_right: list[bool]) -> dict[str, dict[str, float | int]]:
+    """Single edits split by the number of shapes in the upload: how many, drawn right, said right."""
+    split: dict[str, dict[str, float | int]] = {}
+    for count in sorted({len(edit.before) for edit in singles}):
+        chosen = [index for index, edit in enumerate(singles) if len(edit.before) == count]
+        split[str(count)] = {"edits": len(chosen),
+                             "accuracy": sum(drawn_right[index] for index in chosen) / len(chosen),
+                             "said_right": sum(said_right[index] for index in chosen) / len(chosen)}
+    return split
