@@ -25,6 +25,7 @@ from training.train import TrainConfig, build_model, parse_args
 from training.train import main as train_main
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.unified_model import UnifiedVLM
+from worlds.shapes import POSITIONS
 from worlds.step_drawings import PROCEDURES, step_images
 
 
@@ -154,7 +155,7 @@ def test_readings_ask_about_pictures_of_two_or_three_shapes_and_answer_what_they
 
     build_main(["readings", "--out", str(tmp_path), "--count", "12", "--seed", "3"])
     conversations = load_jsonl(tmp_path / "readings.jsonl")
-    captions = 0
+    captions = placed = 0
     for conversation in conversations:
         first = conversation[0]["content"]
         assert first[0]["type"] == "image" and first[1]["type"] == "text"
@@ -168,7 +169,18 @@ def test_readings_ask_about_pictures_of_two_or_three_shapes_and_answer_what_they
                 assert f"{colour} {kind} {position}" in answers[0], (answers[0], seen)
         else:
             assert 1 <= len(answers) <= 3
-    assert 2 <= captions <= 10
+            questions = [" ".join(part["text"] for part in message["content"] if part["type"] == "text")
+                         for message in conversation[0::2]]
+            for question, answer in zip(questions, answers):
+                place = next((name for name in POSITIONS if question.endswith(f" {name}?")), None)
+                if place is not None:  # asked by place: the answer is what is there
+                    placed += 1
+                    [(kind, colour, size, _)] = [shape for shape in seen if shape[3] == place]
+                    said = {"What is": f"{size} {colour} {kind}.", "What shape is": f" {kind}.",
+                            "What colour is the shape": f"It is {colour}."}
+                    assert next(said[lead] for lead in said if question.startswith(f"{lead} ")) in answer, \
+                        (question, answer, seen)
+    assert 2 <= captions <= 10 and placed >= 2
 
 
 def test_each_step_image_adds_to_the_drawing():

@@ -168,6 +168,22 @@ def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
     return pairs
 
 
+def place_questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
+    """Questions that name a place and ask what is there ("What shape is on the left?"): reading
+    one place of the picture. The default model of 2026-12-07 answered "What shape is the red
+    one?" about two-shape pictures in 0.50 of questions, what a guess among the shapes present
+    scores, while it read a lone shape's kind every time: it knows which kinds a picture holds
+    but not where each is. `questions` never asks by place; these do, one per shape."""
+    pairs = []
+    for shape in shapes:
+        place = position_name(shape)
+        pairs.append(rng.choice([(f"What is {place}?", f"{article(shape.phrase).capitalize()} {shape.phrase}."),
+                                 (f"What shape is {place}?", f"It is {article(shape.kind)} {shape.kind}."),
+                                 (f"What colour is the shape {place}?", f"It is {shape.colour}.")]))
+    rng.shuffle(pairs)
+    return pairs
+
+
 def drawing_prompt(shapes: list[Shape], rng: random.Random) -> str:
     """A request to draw this scene, in one of several phrasings.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from worlds.shapes import describe, described_reply, drawing_prompt, questions, random_scene, render
+from worlds.shapes import describe, described_reply, drawing_prompt, place_questions, questions, random_scene, render
 
 CAPTION_QUESTIONS = ("Describe this picture.", "What do you see?", "What is in this image?")
 
@@ -37,8 +37,15 @@ def _caption(scene: list, image, rng: random.Random) -> list[dict]:
             {"role": "assistant", "content": describe(scene)}]
 
 
-def _questions(scene: list, image, rng: random.Random, how_many: tuple[int, ...]) -> list[dict]:
-    pairs = questions(scene, rng)[:rng.choice(how_many)]
+def _questions(scene: list, image, rng: random.Random, how_many: tuple[int, ...], by_place: bool = False
+               ) -> list[dict]:
+    """Questions about `image` and their answers; with `by_place`, questions that ask what is at a
+    place (`place_questions`) join the pool."""
+    pool = questions(scene, rng)
+    if by_place:
+        pool += place_questions(scene, rng)
+        rng.shuffle(pool)
+    pairs = pool[:rng.choice(how_many)]
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": pairs[0][0]}]},
                 {"role": "assistant", "content": pairs[0][1]}]
     for question, answer in pairs[1:]:
@@ -52,12 +59,14 @@ def shape_readings(rng: random.Random, count: int, image_size: int = 64) -> Iter
     The shipped model reads a lone shape right in 0.98 of questions but two or three in 0.61 and
     0.56, and 38-42% of its answers there name the asked property of another shape in the picture
     (`vqa_by_shapes`, docs/default_model "Where reading fails"): it sees the shapes, not which
-    property goes with which. A source of these alone lets a mix weigh them up.
+    property goes with which. A source of these alone lets a mix weigh them up. Questions may also
+    ask what is at a place (`place_questions`), reading one part of the picture.
     """
     for _ in range(count):
         scene = random_scene(rng, rng.choice((2, 3)))
         image = render(scene, image_size)
-        yield _caption(scene, image, rng) if rng.random() < 0.5 else _questions(scene, image, rng, (1, 2, 3))
+        yield _caption(scene, image, rng) if rng.random() < 0.5 else \
+            _questions(scene, image, rng, (1, 2, 3), by_place=True)
 
 
 def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int = 64) -> Iterator[list[dict]]:
