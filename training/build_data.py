@@ -6,7 +6,8 @@
 KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and answer
 questions about shape scenes), singles (requests to draw one shape), pairs (requests to draw
 two shapes), followups (a drawing, then a new unrelated one in the next turn), readings
-(captions of and questions about pictures of two or three shapes), steps
+(captions of and questions about pictures of two or three shapes, some asking what is at a
+place), steps
 (step-by-step drawing instructions), chats
 (multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
