@@ -38,17 +38,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from benchmarks.evaluation import geneval
 from benchmarks.evaluation.common import EvalSettings, image_config
+from benchmarks.evaluation.text import reply_nll
 from chat.quiet import add_dtype_flag
 from generation import GenerationConfig, ImageFinished, TextDelta, stream_generate
 from generation.sampling import code_log_likelihood
 from vlm.backbone import resolve_dtype
-from vlm.processor import IGNORE_INDEX
 from vlm.unified_model import UnifiedVLM
 
 logger = logging.getLogger(__name__)
@@ -99,10 +98,7 @@ def read_back(model: UnifiedVLM, image: Image.Image, caption: str) -> float:
                                          {"type": "text", "text": READBACK_QUESTION}]},
             {"role": "assistant", "content": caption}]
     batch = model.processor(chat)
-    labels = batch.text_labels[:, 1:]
-    logits = model(batch).text_logits[:, :-1].float()
-    return -float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                  reduction="sum"))
+    return -reply_nll(model(batch).text_logits, batch.text_labels)[0]
 
 
 def scored_drawings(model: UnifiedVLM, prompts: list[str], config: GenerationConfig

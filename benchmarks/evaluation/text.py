@@ -24,16 +24,23 @@ def heldout_chats(settings: EvalSettings, backbone: str | None) -> list[list[dic
     return list(text_conversations(random.Random(f"text-eval-{settings.seed}"), settings.text_chats, backbone))
 
 
+def reply_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """(summed negative log-likelihood, count) of the labelled tokens (the assistant's) of a processed
+    chat, from its logits (B, L, vocab) and `text_labels` (B, L): each position predicts the next."""
+    labels = labels[:, 1:]
+    logits = logits[:, :-1].float()
+    total = float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"))
+    return total, int((labels != IGNORE_INDEX).sum())
+
+
 @torch.no_grad()
 def _perplexity(logits_of, model: UnifiedVLM, chats: list[list[dict]]) -> float:
     total, count = 0.0, 0
     for chat in chats:
         batch = model.processor(chat)
-        labels = batch.text_labels[:, 1:]
-        logits = logits_of(batch)[:, :-1].float()
-        total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                       reduction="sum"))
-        count += int((labels != IGNORE_INDEX).sum())
+        nll, tokens = reply_nll(logits_of(batch), batch.text_labels)
+        total += nll
+        count += tokens
     return math.exp(total / count) if count else float("nan")  # nan: no finished chat to score
 
 
