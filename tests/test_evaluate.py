@@ -92,6 +92,18 @@ def test_vqa_answers_are_right_only_with_the_one_expected_word():
     assert not is_correct("It is on the left.", "It is at the top.")
 
 
+def test_restated_answers_the_readings_train_on_are_scored_as_the_answers_they_restate():
+    from worlds.shapes import questions
+
+    for seed in range(40):
+        scene = random_scene(random.Random(seed))
+        plain, restated = questions(scene, random.Random(seed)), questions(scene, random.Random(seed), restate=True)
+        assert [question for question, _ in plain] == [question for question, _ in restated]
+        for (_, expected), (_, answer) in zip(plain, restated):
+            assert is_correct(expected, answer), (expected, answer)
+            assert answer == expected or not answer.startswith("It is")
+
+
 def test_vqa_accuracy_is_split_by_the_kind_of_answer_beside_a_guess():
     records = [{"kind": answer_kind(expected)[0], "correct": correct} for expected, correct in
                [("It is red.", True), ("It is blue.", False), ("It is a circle.", True), ("There are two.", False)]]

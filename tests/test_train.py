@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from training.train import TrainConfig, build_model, parse_args
 from training.train import main as train_main
 from vlm.residual_head import ResidualDiffusionHead, ResidualHeadConfig
 from vlm.unified_model import UnifiedVLM
-from worlds.shapes import POSITIONS
+from worlds.english import article
+from worlds.shapes import NUMBER_WORDS, POSITIONS
 from worlds.step_drawings import PROCEDURES, step_images
 
 
@@ -176,10 +178,21 @@ def test_readings_ask_about_pictures_of_two_or_three_shapes_and_answer_what_they
                 if place is not None:  # asked by place: the answer is what is there
                     placed += 1
                     [(kind, colour, size, _)] = [shape for shape in seen if shape[3] == place]
-                    said = {"What is": f"{size} {colour} {kind}.", "What shape is": f" {kind}.",
-                            "What colour is the shape": f"It is {colour}."}
-                    assert next(said[lead] for lead in said if question.startswith(f"{lead} ")) in answer, \
+                    said = {"What is": f"{place.capitalize()} is a {size} {colour} {kind}.",
+                            "What shape is": f"The shape {place} is {article(kind)} {kind}.",
+                            "What colour is the shape": f"The shape {place} is {colour}."}
+                    assert next(said[lead] for lead in said if question.startswith(f"{lead} ")) == answer, \
                         (question, answer, seen)
+                    continue
+                # any other answer names what was asked about, then answers it
+                subject = re.fullmatch(r"(?:What colour is|Where is|What shape is) the (\w+)(?: one)?\?", question)
+                if subject is None:
+                    assert question == "How many shapes are there?" and answer == f"There are {NUMBER_WORDS[len(seen)]}."
+                    continue
+                [(kind, colour, _, position)] = [shape for shape in seen if subject[1] in shape[:2]]
+                said = {"What colour": f"The {kind} is {colour}.", "Where": f"The {kind} is {position}.",
+                        "What shape": f"The {colour} one is {article(kind)} {kind}."}
+                assert next(said[lead] for lead in said if question.startswith(lead)) == answer, (question, answer, seen)
     assert 2 <= captions <= 10 and placed >= 2
 
 

@@ -37,13 +37,13 @@ def _caption(scene: list, image, rng: random.Random) -> list[dict]:
             {"role": "assistant", "content": describe(scene)}]
 
 
-def _questions(scene: list, image, rng: random.Random, how_many: tuple[int, ...], by_place: bool = False
-               ) -> list[dict]:
+def _questions(scene: list, image, rng: random.Random, how_many: tuple[int, ...], by_place: bool = False,
+               restate: bool = False) -> list[dict]:
     """Questions about `image` and their answers; with `by_place`, questions that ask what is at a
-    place (`place_questions`) join the pool."""
-    pool = questions(scene, rng)
+    place (`place_questions`) join the pool; with `restate`, answers name what was asked about."""
+    pool = questions(scene, rng, restate)
     if by_place:
-        pool += place_questions(scene, rng)
+        pool += place_questions(scene, rng, restate)
         rng.shuffle(pool)
     pairs = pool[:rng.choice(how_many)]
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": pairs[0][0]}]},
@@ -60,13 +60,16 @@ def shape_readings(rng: random.Random, count: int, image_size: int = 64) -> Iter
     0.56, and 38-42% of its answers there name the asked property of another shape in the picture
     (`vqa_by_shapes`, docs/default_model "Where reading fails"): it sees the shapes, not which
     property goes with which. A source of these alone lets a mix weigh them up. Questions may also
-    ask what is at a place (`place_questions`), reading one part of the picture.
+    ask what is at a place (`place_questions`), reading one part of the picture. Answers restate
+    what was asked about ("The red one is a triangle."; `questions`' `restate`), so the asked-about
+    word sits beside the answer as a caption's colour sits beside its kind: where reading alone
+    taught the model to bind (docs/default_model, "Binding is learnable").
     """
     for _ in range(count):
         scene = random_scene(rng, rng.choice((2, 3)))
         image = render(scene, image_size)
         yield _caption(scene, image, rng) if rng.random() < 0.5 else \
-            _questions(scene, image, rng, (1, 2, 3), by_place=True)
+            _questions(scene, image, rng, (1, 2, 3), by_place=True, restate=True)
 
 
 def shape_drawings(rng: random.Random, count: int, shapes: int, image_size: int = 64) -> Iterator[list[dict]]:
