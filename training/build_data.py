@@ -7,7 +7,7 @@ KIND is one of: emoji (draw an emoji / name an emoji), shapes (draw, caption and
 questions about shape scenes), singles (requests to draw one shape), pairs (requests to draw
 two shapes), followups (a drawing, then a new unrelated one in the next turn), readings
 (captions of and questions about pictures of two or three shapes, some asking what is at a
-place), steps
+place, answers restating what was asked about), steps
 (step-by-step drawing instructions), chats
 (multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
@@ -79,7 +79,7 @@ VALIDATION_COUNT = 24
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.build_data", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m training.build_data", description=" ".join(__doc__.split("\n\n")[0:3:2]),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("kind", choices=[*BUILDERS, "default"], help="what to build (see above)")
     parser.add_argument("--out", type=Path, required=True, help="folder for KIND.jsonl and images/KIND/")
