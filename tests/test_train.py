@@ -187,12 +187,14 @@ def test_readings_ask_about_pictures_of_two_or_three_shapes_and_answer_what_they
                 # any other answer names what was asked about, then answers it
                 subject = re.fullmatch(r"(?:What colour is|Where is|What shape is) the (\w+)(?: one)?\?", question)
                 if subject is None:
-                    assert question == "How many shapes are there?" and answer == f"There are {NUMBER_WORDS[len(seen)]}."
+                    assert question == "How many shapes are there?"
+                    assert answer == f"There are {NUMBER_WORDS[len(seen)]}."
                     continue
                 [(kind, colour, _, position)] = [shape for shape in seen if subject[1] in shape[:2]]
                 said = {"What colour": f"The {kind} is {colour}.", "Where": f"The {kind} is {position}.",
                         "What shape": f"The {colour} one is {article(kind)} {kind}."}
-                assert next(said[lead] for lead in said if question.startswith(lead)) == answer, (question, answer, seen)
+                expected = next(said[lead] for lead in said if question.startswith(lead))
+                assert answer == expected, (question, answer, seen)
     assert 2 <= captions <= 10 and placed >= 2
 
 

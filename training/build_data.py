@@ -79,7 +79,8 @@ VALIDATION_COUNT = 24
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.build_data", description=" ".join(__doc__.split("\n\n")[0:3:2]),
+    title, _, kinds = __doc__.split("\n\n")[:3]  # the usage lines are argparse's own
+    parser = argparse.ArgumentParser(prog="python -m training.build_data", description=f"{title} {kinds}",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("kind", choices=[*BUILDERS, "default"], help="what to build (see above)")
     parser.add_argument("--out", type=Path, required=True, help="folder for KIND.jsonl and images/KIND/")
