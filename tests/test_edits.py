@@ -7,9 +7,9 @@ import random
 import pytest
 from PIL import Image
 
-from training.builders.edits import edit_conversations, shapes_edit_conversation
+from training.builders.edits import edit_conversations, edit_word_conversation, shapes_edit_conversation
 from worlds.scene_edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
-from worlds.shapes import DRAW_REPLIES, names_exactly, random_scene, render
+from worlds.shapes import DRAW_REPLIES, describe, names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
 
@@ -109,3 +109,23 @@ def test_names_exactly_rejects_a_wrong_missing_or_extra_shape():
                          "heart at the top.", key)
     assert not names_exactly("A small red star on the left and a large green heart at the top. Done: a small "
                              "red star on the left.", key)
+
+
+def test_edits_in_words_tell_back_exactly_the_edited_scene_and_draw_nothing():
+    """A word edit's replies are text alone, each naming exactly the scene after its request, and the
+    first request's scene is told in the user's words (so nothing needs an image to answer)."""
+    chained = 0
+    for seed in range(40):
+        conversation = edit_word_conversation(random.Random(seed))
+        assert [message["role"] for message in conversation][:2] == ["user", "assistant"]
+        assert all(isinstance(message["content"], str) for message in conversation)
+        rng = random.Random(seed)
+        scene = random_scene(rng)
+        chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
+        assert describe(scene)[1:-1] in conversation[0]["content"] and chain[0].request in conversation[0]["content"]
+        answers = [message["content"] for message in conversation if message["role"] == "assistant"]
+        assert len(answers) == len(chain)
+        for answer, edit in zip(answers, chain):
+            assert names_exactly(answer, scene_key(edit.after)), answer
+        chained += len(chain) > 1
+    assert chained >= 5

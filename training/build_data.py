@@ -11,7 +11,8 @@ place, answers restating what was asked about), steps
 (step-by-step drawing instructions), chats
 (multi-turn chats with an image requested mid-way), edits
 (change an uploaded or drawn image: shapes-world edits and chains, emoji
-bigger/smaller/moved/doubled), text (text-only chats answered by the backbone), or default
+bigger/smaller/moved/doubled), edit_words (a scene told in words, edits of it, and the edited
+scene told back, text only), text (text-only chats answered by the backbone), or default
 (all of them with the counts and weights of the default model's mix, plus a held-out set of
 24 per kind in validation/, drawn apart from the training conversations).
 """
@@ -27,7 +28,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from training.builders.chats import chat_conversations
-from training.builders.edits import edit_conversations
+from training.builders.edits import edit_conversations, edit_word_conversations
 from training.builders.emoji import emoji_conversations
 from training.builders.shapes_chat import follow_up_drawings, shape_drawings, shape_readings, shapes_conversations
 from training.builders.steps import steps_conversations
@@ -46,6 +47,7 @@ BUILDERS = {
     "steps": lambda rng, count, args: steps_conversations(rng, count, args.image_size),
     "chats": lambda rng, count, args: chat_conversations(rng, count, args.image_size, args.split),
     "edits": lambda rng, count, args: edit_conversations(rng, count, args.image_size, args.split),
+    "edit_words": lambda rng, count, args: edit_word_conversations(rng, count),
     "text": lambda rng, count, args: text_conversations(rng, count, args.backbone),
 }
 # The default model's mix: conversations built per kind, and sampling weights in training. Shapes

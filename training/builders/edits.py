@@ -13,6 +13,12 @@ before the new description ("A large purple heart on the right. Done: a large bl
 right."): the edit in words then changes a description in the context, where the model otherwise
 had to read the picture and change it in one go (the shipped model named the edited scene in 9 of
 48 single edits, while it reads one-shape pictures right in nearly every question).
+
+Edits in words (`edit_word_conversations`): a scene told in words, an edit, and the edited scene
+told back, text only. Most wrong edits were wrong in words before they were drawn (the shipped model
+named the edited scene in 9 of 48 single edits; on one-shape uploads 14 of 23 replies changed what was
+not asked or left out what was), and an image conversation spends ~300 positions on pictures for the
+one sentence that carries the change; a word edit spends ~60 on that sentence alone.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from worlds.shapes import describe, described_reply, drawing_prompt, random_scen
 
 EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
 UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")
+WORD_SCENE_OPENERS = ("My picture shows", "I have a picture of", "Picture this:", "Imagine a picture of")
+WORD_EDIT_QUESTIONS = ("What would it show then?", "Tell me in words what it would show.",
+                       "Describe the result in words.", "No need to draw it: what would it show?")
 
 
 def _reply(rng: random.Random, image, scene: list | None = None, source: list | None = None) -> dict:
@@ -58,6 +67,25 @@ def shapes_edit_conversation(rng: random.Random, image_size: int = 64) -> list[d
         after = list(edit.after)
         messages += [{"role": "user", "content": edit.request}, _reply(rng, render(after, image_size), after)]
     return messages
+
+
+def edit_word_conversation(rng: random.Random) -> list[dict]:
+    """A scene in words, then 1-3 edits, each answered with the edited scene in words (no image)."""
+    scene = random_scene(rng)
+    chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
+    told = describe(scene)
+    messages = [{"role": "user", "content": f"{rng.choice(WORD_SCENE_OPENERS)} {told[0].lower()}{told[1:]} "
+                                            f"{chain[0].request} {rng.choice(WORD_EDIT_QUESTIONS)}"}]
+    for index, edit in enumerate(chain):
+        if index:
+            messages.append({"role": "user", "content": f"{edit.request} What now?"})
+        messages.append({"role": "assistant", "content": describe(list(edit.after))})
+    return messages
+
+
+def edit_word_conversations(rng: random.Random, count: int) -> Iterator[list[dict]]:
+    for _ in range(count):
+        yield edit_word_conversation(rng)
 
 
 def emoji_edit_conversation(rng: random.Random, emoji: list, image_size: int = 64) -> list[dict]:
