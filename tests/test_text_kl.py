@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.tiny_vlm import drawing_chat, tiny_model
+from training.data import DataError
 from training.train import main as train_main
 from vlm.teacher_forcing import reference_text_logits, text_kl
 
@@ -102,3 +103,31 @@ def test_a_run_with_the_kl_term_logs_it_and_a_full_fine_tune_is_refused(tiny_par
         train_main([*common, "--output-dir", str(tmp_path / "full"), "--finetune", "full"])
     with pytest.raises(ValueError, match="0 or more"):
         train_main([*common, "--output-dir", str(tmp_path / "negative"), "--text-kl-weight", "-1"])
+
+
+def test_a_source_marked_text_kl_false_is_learnt_from_its_replies(tiny_parts, tmp_path):
+    """`text_kl: false` on a mix source: its text-only chats train on their labels beside the
+    drawings (not in the reference pass), so a task taught in words is not pulled back to the stock
+    backbone's answers; a value that is not true/false is refused, naming the source."""
+    from training.mixed_data import MixedConversations
+    from training.train import TrainConfig, forward_groups
+
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS))
+    (tmp_path / "words.jsonl").write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS))
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("sources:\n- {path: text.jsonl}\n- {path: words.jsonl, text_kl: false}\n")
+    data = MixedConversations(mix, seed=0)
+    assert data.text_kl == [True, False]
+    drawn = data.draw(0, 0, 16)
+    assert {source for source, _ in drawn} == {0, 1} and data.batch(0, 0, 16) == [chat for _, chat in drawn]
+
+    model = tiny_model(tiny_parts)
+    conversations = [CHATS[0], drawing_chat(), CHATS[1]]
+    groups, held = forward_groups(model, conversations, TrainConfig(text_kl_weight=1.0), [True, True, False])
+    assert held == {0} and sorted(map(sorted, groups)) == [[0], [1, 2]]
+    groups, held = forward_groups(model, conversations, TrainConfig(text_kl_weight=1.0))
+    assert held == {0, 2}
+
+    mix.write_text("sources:\n- {path: text.jsonl}\n- {path: words.jsonl, text_kl: 'no'}\n")
+    with pytest.raises(DataError, match="text_kl of source 'words.jsonl' must be true or false"):
+        MixedConversations(mix, seed=0)

@@ -231,18 +231,22 @@ def build_model(config: TrainConfig, checkpoint: Path) -> UnifiedVLM:
     return model
 
 
-def forward_groups(model: UnifiedVLM, conversations: list, config: TrainConfig) -> tuple[list[list[int]], set[int]]:
+def forward_groups(model: UnifiedVLM, conversations: list, config: TrainConfig,
+                   held: list[bool] | None = None) -> tuple[list[list[int]], set[int]]:
     """A step's conversations cut into forwards by length (`length_groups`); with a text KL term
-    the text-only ones go in forwards of their own, the only ones its reference pass runs on.
-    Also returns the text-only conversations' indices."""
+    the text-only ones held to the backbone (`held`, per conversation: its source's `text_kl`; all
+    when None) go in forwards of their own, the only ones its reference pass runs on. Also
+    returns those conversations' indices."""
     batch = model.processor(conversations, skip_unread_final_blocks=True)
     lengths = batch.padding_mask.sum(dim=1).tolist()
     if not config.text_kl_weight:
         return length_groups(lengths, config.max_batch_tokens or None), set()
     with_images = {layout.sequence_index for layout in batch.images}
-    text_only = [index for index in range(len(conversations)) if index not in with_images]
+    text_only = [index for index in range(len(conversations))
+                 if index not in with_images and (held is None or held[index])]
+    learnt = sorted(set(range(len(conversations))) - set(text_only))
     groups = []
-    for indices in (text_only, sorted(with_images)):
+    for indices in (text_only, learnt):
         for group in length_groups([lengths[index] for index in indices], config.max_batch_tokens or None):
             groups.append([indices[position] for position in group])
     return groups, set(text_only)
@@ -381,10 +385,12 @@ def main(argv: list[str] | None = None) -> None:
         residual_pairs = []
         for micro_step in range(config.gradient_accumulation):
             slice_index = micro_step * accelerator.num_processes + accelerator.process_index
-            conversations = data.batch(step, slice_index, config.batch_size)
+            drawn = data.draw(step, slice_index, config.batch_size)
+            conversations = [conversation for _, conversation in drawn]
             # Condition dropout and the residual head's noise: seeded by the slice, like the data.
             generator.manual_seed(config.seed * 1_000_003 + step * 1_009 + slice_index)
-            groups, text_only = forward_groups(unwrapped, conversations, config)
+            groups, text_only = forward_groups(unwrapped, conversations, config,
+                                               [data.text_kl[source] for source, _ in drawn])
             for group_index, group in enumerate(groups):
                 batch = unwrapped.processor([conversations[index] for index in group], skip_unread_final_blocks=True)
                 share = len(group) / len(conversations) / config.gradient_accumulation
