@@ -19,6 +19,8 @@ told back, text only. Most wrong edits were wrong in words before they were draw
 named the edited scene in 9 of 48 single edits; on one-shape uploads 14 of 23 replies changed what was
 not asked or left out what was), and an image conversation spends ~300 positions on pictures for the
 one sentence that carries the change; a word edit spends ~60 on that sentence alone.
+Trained with a text KL term (`--text-kl-weight`), their mix source needs `text_kl: false`: the KL
+replaces the cross-entropy of text-only chats, and leg f16 learnt none of them (docs/default_model).
 """
 
 from __future__ import annotations
