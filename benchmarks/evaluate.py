@@ -260,6 +260,7 @@ HEADLINE = [
     ("steps_consistency", "step-by-step consistency"),
     ("edit_accuracy", "edit accuracy, single edits"),
     ("edit_said_right", "single edits whose reply names the edited scene in words"),
+    ("edit_words_said_right", "the same edits told in words (no picture): reply names the edited scene"),
     ("edit_chain_accuracy", "edit accuracy, chains of three (all three right)"),
     ("edit_chain_step_accuracy", "edit accuracy, each step of the chains"),
     ("text_ppl_base", "text perplexity, stock backbone"),
@@ -375,15 +376,16 @@ def report(results: dict, command: str) -> str:
         parts.append("")
     if "edit_accuracy" in results:
         kinds = {key: value for key, value in results.items() if key.startswith("edit_") and key not in
-                 ("edit_accuracy", "edit_said_right", "edit_chain_accuracy", "edit_chain_step_accuracy",
-                  "edit_by_shapes")}
+                 ("edit_accuracy", "edit_said_right", "edit_words_said_right", "edit_chain_accuracy",
+                  "edit_chain_step_accuracy", "edit_by_shapes")}
         parts += ["## Edits by kind (single edits)", "", "| kind | accuracy |", "|---|---|",
                   *[f"| {key.removeprefix('edit_')} | {value:.2f} |" for key, value in kinds.items()], ""]
     if "edit_by_shapes" in results:
         parts += ["## Edits by number of shapes in the upload (single edits)", "",
-                  "| shapes | edits | drawn right | reply names the edited scene |", "|---|---|---|---|",
-                  *[f"| {count} | {values['edits']} | {values['accuracy']:.2f} | {values['said_right']:.2f} |"
-                    for count, values in results["edit_by_shapes"].items()], ""]
+                  "| shapes | edits | drawn right | reply names the edited scene | told in words: names it |",
+                  "|---|---|---|---|---|",
+                  *[f"| {count} | {values['edits']} | {values['accuracy']:.2f} | {values['said_right']:.2f} | "
+                    f"{values['said_in_words']:.2f} |" for count, values in results["edit_by_shapes"].items()], ""]
     if "speed" in results:
         parts += ["## Speed (docs/speed_benchmark.json, `python -m benchmarks.speed`)", "", "| measure | value |",
                   "|---|---|", *[f"| {key} | {_number(value)} |" for key, value in results["speed"].items()

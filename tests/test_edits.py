@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from training.builders.edits import edit_conversations, edit_word_conversation, shapes_edit_conversation
-from worlds.scene_edits import EDIT_KINDS, EMOJI_EDITS, edit_chain, emoji_edit, random_edit
+from worlds.scene_edits import (
+    EDIT_KINDS,
+    EMOJI_EDITS,
+    WORD_EDIT_QUESTIONS,
+    edit_chain,
+    edit_in_words,
+    emoji_edit,
+    random_edit,
+)
 from worlds.shapes import DRAW_REPLIES, describe, names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
@@ -123,6 +131,8 @@ def test_edits_in_words_tell_back_exactly_the_edited_scene_and_draw_nothing():
         scene = random_scene(rng)
         chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
         assert describe(scene)[1:-1] in conversation[0]["content"] and chain[0].request in conversation[0]["content"]
+        told = edit_in_words(chain[0])  # the evaluation's form: the first opener and question
+        assert describe(scene)[1:-1] in told and chain[0].request in told and told.endswith(WORD_EDIT_QUESTIONS[0])
         answers = [message["content"] for message in conversation if message["role"] == "assistant"]
         assert len(answers) == len(chain)
         for answer, edit in zip(answers, chain):

@@ -218,8 +218,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
                    "--tasks", "geneval", "vqa", "steps", "edits", "text", "--vqa-questions", "3"])
     results = json.loads(report_json.read_text())
     for key in ("geneval_overall", "geneval_discrete_overall", "geneval_other_words", "vqa_accuracy",
-                "steps_consistency", "edit_accuracy", "edit_said_right", "edit_chain_accuracy", "text_ppl_base",
-                "text_ppl_model"):
+                "steps_consistency", "edit_accuracy", "edit_said_right", "edit_words_said_right",
+                "edit_chain_accuracy", "text_ppl_base", "text_ppl_model"):
         assert key in results, key
     assert set(results["geneval"]["cfg_sweep"]) == {"1", "3"}
     hybrid = results["geneval"]["hybrid"]  # quick draws each prompt twice; the headline is the mean
@@ -242,7 +242,8 @@ def test_one_command_writes_the_table_the_report_the_plots_and_the_json(tiny_par
     split = results["edit_by_shapes"]  # single edits split by the upload's shapes, adding up to the whole
     edits = sum(values["edits"] for values in split.values())
     assert edits == results["settings"]["edit_singles"] and set(split) <= {"1", "2", "3"}
-    for key, whole in (("accuracy", "edit_accuracy"), ("said_right", "edit_said_right")):
+    for key, whole in (("accuracy", "edit_accuracy"), ("said_right", "edit_said_right"),
+                       ("said_in_words", "edit_words_said_right")):
         assert sum(values[key] * values["edits"] for values in split.values()) == pytest.approx(results[whole] * edits)
     assert "## Edits by number of shapes in the upload" in text and "## Edits by kind" in text
     assert (results["settings"]["cfg_scale"], results["settings"]["image_top_p"]) == (2.0, 0.9)

@@ -14,9 +14,13 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape, overlap, position_name, random_shape
+from worlds.shapes import COLOURS, POSITIONS, SIZES, Shape, describe, overlap, position_name, random_shape
 
 EDIT_KINDS = ("recolour", "add", "remove", "move", "resize")
+# An edit told in words: the scene, the request, and a question that asks for the result in words.
+WORD_SCENE_OPENERS = ("My picture shows", "I have a picture of", "Picture this:", "Imagine a picture of")
+WORD_EDIT_QUESTIONS = ("What would it show then?", "Tell me in words what it would show.",
+                       "Describe the result in words.", "No need to draw it: what would it show?")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ def reference(shape: Shape, scene: list[Shape] | tuple[Shape, ...]) -> str:
     if all((other.kind, other.colour) != (shape.kind, shape.colour) for other in others):
         return f"the {shape.colour} {shape.kind}"
     return f"the {shape.colour} {shape.kind} {position_name(shape)}"
+
+
+def edit_in_words(edit: SceneEdit, opener: str = WORD_SCENE_OPENERS[0], question: str = WORD_EDIT_QUESTIONS[0]) -> str:
+    """A request that tells the scene before `edit` in words and asks for the edited scene in words:
+    the edit without the picture, so training can teach the change alone and the evaluation can tell
+    an edit misread from one misdrawn."""
+    told = describe(list(edit.before))
+    return f"{opener} {told[0].lower()}{told[1:]} {edit.request} {question}"
 
 
 def _fits(shape: Shape, others: list[Shape]) -> bool:

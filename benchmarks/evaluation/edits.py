@@ -12,15 +12,19 @@ a request misread (wrong words) from a drawing that missed its own words. `edit_
 both by the number of shapes in the upload: on the default model of 2026-12-07 every edit it got
 right started from a one-shape picture, and no reply named the edited scene of a two- or
 three-shape one (their shapes come back scrambled, as in reading them: `vqa_by_shapes`).
+
+`edit_words_said_right`: the same single edits with no picture, the scene told in words and the
+edited scene asked for in words (`worlds.scene_edits.edit_in_words`), answered greedily in text. Beside
+`edit_said_right` it says whether a wrong edit is a change misunderstood or an upload misread.
 """
 
 from __future__ import annotations
 
 import random
 
-from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies
+from benchmarks.evaluation.common import EvalSettings, first_image, image_config, replies, text_config
 from vlm.unified_model import UnifiedVLM
-from worlds.scene_edits import edit_chain, random_edit
+from worlds.scene_edits import edit_chain, edit_in_words, random_edit
 from worlds.shapes import names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
@@ -42,6 +46,9 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float 
     single_ok = [first_image(reply) is not None and read_scene(first_image(reply)) == scene_key(edit.after)
                  for edit, reply in zip(singles, answers)]
     said_right = [names_exactly(reply.text, scene_key(edit.after)) for edit, reply in zip(singles, answers)]
+    told = [[{"role": "user", "content": edit_in_words(edit)}] for edit in singles]
+    answers = replies(model, told, text_config(settings, max_new_tokens=48), settings.batch_size, "edits in words")
+    said_in_words = [names_exactly(reply.text, scene_key(edit.after)) for edit, reply in zip(singles, answers)]
     by_kind: dict[str, list[bool]] = {}
     for edit, ok in zip(singles, single_ok):
         by_kind.setdefault(edit.kind, []).append(ok)
@@ -61,19 +68,23 @@ def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float 
             if step < 2:
                 histories[index].append({"role": "user", "content": chain[step + 1].request})
     result = {"edit_accuracy": sum(single_ok) / len(single_ok), "edit_said_right": sum(said_right) / len(said_right),
+              "edit_words_said_right": sum(said_in_words) / len(said_in_words),
               "edit_chain_accuracy": sum(chain_ok) / len(chain_ok),
               "edit_chain_step_accuracy": sum(step_ok) / len(step_ok)}
     result |= {f"edit_{kind}": sum(values) / len(values) for kind, values in sorted(by_kind.items())}
-    result["edit_by_shapes"] = by_shapes(singles, single_ok, said_right)
+    result["edit_by_shapes"] = by_shapes(singles, single_ok, said_right, said_in_words)
     return result
 
 
-def by_shapes(singles: list, drawn_right: list[bool], said_right: list[bool]) -> dict[str, dict[str, float | int]]:
-    """Single edits split by the number of shapes in the upload: how many, drawn right, said right."""
+def by_shapes(singles: list, drawn_right: list[bool], said_right: list[bool],
+              said_in_words: list[bool]) -> dict[str, dict[str, float | int]]:
+    """Single edits split by the number of shapes in the upload: how many, drawn right, said right
+    (with the upload, and told in words)."""
     split: dict[str, dict[str, float | int]] = {}
     for count in sorted({len(edit.before) for edit in singles}):
         chosen = [index for index, edit in enumerate(singles) if len(edit.before) == count]
         split[str(count)] = {"edits": len(chosen),
                              "accuracy": sum(drawn_right[index] for index in chosen) / len(chosen),
-                             "said_right": sum(said_right[index] for index in chosen) / len(chosen)}
+                             "said_right": sum(said_right[index] for index in chosen) / len(chosen),
+                             "said_in_words": sum(said_in_words[index] for index in chosen) / len(chosen)}
     return split

@@ -30,14 +30,18 @@ from collections.abc import Iterator
 
 from worlds.english import article
 from worlds.openmoji import emoji_images
-from worlds.scene_edits import EMOJI_EDITS, edit_chain, emoji_edit
+from worlds.scene_edits import (
+    EMOJI_EDITS,
+    WORD_EDIT_QUESTIONS,
+    WORD_SCENE_OPENERS,
+    edit_chain,
+    edit_in_words,
+    emoji_edit,
+)
 from worlds.shapes import describe, described_reply, drawing_prompt, random_scene, render
 
 EDIT_REPLIES = ("Here it is:", "Done:", "Sure:", "Here you go:")
 UPLOAD_OPENERS = ("", "Here is my picture. ", "Look at this. ")
-WORD_SCENE_OPENERS = ("My picture shows", "I have a picture of", "Picture this:", "Imagine a picture of")
-WORD_EDIT_QUESTIONS = ("What would it show then?", "Tell me in words what it would show.",
-                       "Describe the result in words.", "No need to draw it: what would it show?")
 
 
 def _reply(rng: random.Random, image, scene: list | None = None, source: list | None = None) -> dict:
@@ -75,9 +79,8 @@ def edit_word_conversation(rng: random.Random) -> list[dict]:
     """A scene in words, then 1-3 edits, each answered with the edited scene in words (no image)."""
     scene = random_scene(rng)
     chain = edit_chain(scene, rng, rng.choice((1, 1, 2, 3)))
-    told = describe(scene)
-    messages = [{"role": "user", "content": f"{rng.choice(WORD_SCENE_OPENERS)} {told[0].lower()}{told[1:]} "
-                                            f"{chain[0].request} {rng.choice(WORD_EDIT_QUESTIONS)}"}]
+    opener = rng.choice(WORD_SCENE_OPENERS)
+    messages = [{"role": "user", "content": edit_in_words(chain[0], opener, rng.choice(WORD_EDIT_QUESTIONS))}]
     for index, edit in enumerate(chain):
         if index:
             messages.append({"role": "user", "content": f"{edit.request} What now?"})
