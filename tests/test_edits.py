@@ -91,6 +91,22 @@ def test_an_upload_edit_says_what_the_upload_shows_before_the_edited_scene():
     assert uploads >= 5 and own >= 5
 
 
+def test_the_edit_evaluation_leaves_room_for_the_longest_trained_edit_reply(default_text_tokenizer_dir):
+    """A caption-first reply on a three-shape upload runs past 32 tokens; cut there, it never draws."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.evaluation.edits import EDIT_REPLY_TOKENS
+
+    tokenizer = AutoTokenizer.from_pretrained(default_text_tokenizer_dir)
+    longest = 0
+    for seed in range(200):
+        for message in shapes_edit_conversation(random.Random(seed), image_size=16):
+            if message["role"] == "assistant":
+                text = " ".join(part["text"] for part in message["content"] if part["type"] == "text")
+                longest = max(longest, len(tokenizer(text)["input_ids"]))
+    assert 32 < longest <= EDIT_REPLY_TOKENS - 8
+
+
 def test_emoji_edits_keep_the_canvas_and_reject_unknown_kinds():
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     for kind in EMOJI_EDITS:

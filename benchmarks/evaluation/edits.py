@@ -28,6 +28,11 @@ from worlds.scene_edits import edit_chain, edit_in_words, random_edit
 from worlds.shapes import names_exactly, random_scene, render
 from worlds.shapes_detector import read_scene, scene_key
 
+# Text tokens an edit's reply may spend before its picture. The first edit of an upload is trained to
+# caption the upload before the edited scene (training/builders/edits.py): up to ~52 tokens for three
+# shapes, past the 32 of other drawn replies, which cut it off before the picture could come.
+EDIT_REPLY_TOKENS = 80
+
 
 def _upload_turn(image, request: str) -> dict:
     return {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": request}]}
@@ -35,7 +40,7 @@ def _upload_turn(image, request: str) -> dict:
 
 def edit_accuracy(model: UnifiedVLM, settings: EvalSettings) -> dict[str, float | dict]:
     rng = random.Random(f"edits-{settings.seed}")
-    config = image_config(settings)
+    config = image_config(settings, max_new_tokens=EDIT_REPLY_TOKENS)
     singles = []
     while len(singles) < settings.edit_singles:
         edit = random_edit(random_scene(rng), rng)
